@@ -1,0 +1,1 @@
+"""gpufleet: a Kubernetes operator for a fleet of GPU hosts."""

@@ -1,0 +1,100 @@
+"""Operator and facade settings: one validated object read from `GPUFLEET_*` environment variables.
+
+The Helm chart sets these variables from its values (charts/gpufleet/values.yaml mirrors every
+field here). Validation happens once, at start-up, so a typo fails fast with a clear message
+instead of surfacing as odd behaviour hours later.
+"""
+
+from __future__ import annotations
+
+import enum
+import pathlib
+from typing import Annotated, Self
+
+import pydantic
+import pydantic_settings
+
+
+class AuthMode(enum.StrEnum):
+    """How the REST facade authenticates admin and viewer callers."""
+
+    KUBERNETES = "kubernetes"
+    """Bearer tokens are Kubernetes tokens: TokenReview authenticates, SubjectAccessReview authorises."""
+    STATIC = "static"
+    """Bearer tokens are looked up in a mounted file of `token,role` lines (role: admin or viewer)."""
+
+
+class LogFormat(enum.StrEnum):
+    """Shape of log lines."""
+
+    JSON = "json"
+    TEXT = "text"
+
+
+PositiveSeconds = Annotated[float, pydantic.Field(gt=0)]
+Port = Annotated[int, pydantic.Field(ge=0, le=65535)]
+
+
+class Settings(pydantic_settings.BaseSettings):
+    """Every knob of the operator and the facade, read from `GPUFLEET_<NAME>`."""
+
+    model_config = pydantic_settings.SettingsConfigDict(
+        env_prefix="GPUFLEET_", use_attribute_docstrings=True, extra="ignore"
+    )
+
+    namespace: str = "gpufleet"
+    """Namespace of the operator: agent-token Secrets, Events of namespaced objects and the peering Lease."""
+    grace_period_seconds: PositiveSeconds = 50.0
+    """A host is offline when no newer heartbeat was observed for this long (Kubernetes' node-monitor grace)."""
+    heartbeat_interval_seconds: PositiveSeconds = 10.0
+    """Interval at which agents heartbeat; only used to warn when the grace period is under 4x it."""
+    leader_election: bool = True
+    """Run Kopf peering so that only one replica acts at a time."""
+    peering_name: str = "gpufleet"
+    """Name of the Kopf peering object used for leader election."""
+    metrics_port: Port = 9090
+    """Port of the operator's Prometheus `/metrics` endpoint (0 disables it)."""
+    log_level: str = "INFO"
+    """Python log level name."""
+    log_format: LogFormat = LogFormat.JSON
+    """`json` for one JSON object per line (for log collectors) or `text` for people."""
+
+    facade_host: str = "0.0.0.0"  # noqa: S104 - a pod serves on all its interfaces
+    """Address the REST facade listens on."""
+    facade_port: Port = 8080
+    """Port of the REST facade (its `/metrics`, `/healthz` and `/readyz` are served there too)."""
+    auth_mode: AuthMode = AuthMode.KUBERNETES
+    """`kubernetes` (TokenReview + SubjectAccessReview) or `static` (tokens from `static_tokens_file`)."""
+    static_tokens_file: pathlib.Path | None = None
+    """File of `token,role` lines (role `admin` or `viewer`), mounted from a Secret; for `auth_mode=static`."""
+    tls_cert_file: pathlib.Path | None = None
+    """PEM certificate for the facade; with `tls_key_file`, the facade serves HTTPS."""
+    tls_key_file: pathlib.Path | None = None
+    """PEM private key for `tls_cert_file`."""
+    page_size_default: Annotated[int, pydantic.Field(ge=1)] = 20
+    """Hosts per page when a list request gives no `page_size`."""
+    page_size_max: Annotated[int, pydantic.Field(ge=1)] = 100
+    """Largest `page_size` a list request may ask for."""
+    api_timeout_seconds: PositiveSeconds = 5.0
+    """How long the facade waits for the Kubernetes API before answering 503."""
+    max_body_bytes: Annotated[int, pydantic.Field(ge=1024)] = 1024 * 1024
+    """Largest request body the facade accepts (413 beyond)."""
+
+    @pydantic.model_validator(mode="after")
+    def _check_consistency(self) -> Self:
+        if self.auth_mode is AuthMode.STATIC and self.static_tokens_file is None:
+            raise ValueError("GPUFLEET_STATIC_TOKENS_FILE is required when GPUFLEET_AUTH_MODE=static")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("GPUFLEET_TLS_CERT_FILE and GPUFLEET_TLS_KEY_FILE must be set together")
+        if self.page_size_default > self.page_size_max:
+            raise ValueError("GPUFLEET_PAGE_SIZE_DEFAULT must not exceed GPUFLEET_PAGE_SIZE_MAX")
+        return self
+
+    def flapping_warning(self) -> str | None:
+        """A warning when the grace period is too short for the heartbeat interval, else None."""
+        if self.grace_period_seconds < 4 * self.heartbeat_interval_seconds:
+            return (
+                f"grace period {self.grace_period_seconds:g}s is under 4x the heartbeat interval "
+                f"{self.heartbeat_interval_seconds:g}s: hosts may flap offline on a single late heartbeat"
+            )
+        return None
