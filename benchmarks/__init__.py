@@ -1,0 +1,1 @@
+"""Benchmarks: each module is a script that measures one thing and prints a table."""
