@@ -42,10 +42,10 @@ def _schema_nodes(node: Any, path: str = "") -> Iterator[tuple[str, dict[str, An
             yield from _schema_nodes(node["items"], f"{path}[]")
 
 
-@pytest.mark.parametrize("name", sorted(crds.all_crds()))
+@pytest.mark.parametrize("name", sorted(crds.gpufleet_crds()))
 def test_schemas_are_structural(name: str) -> None:
     """What the API server's structural-schema check rejects, and kubernetes-validate cannot see."""
-    schema = crds.all_crds()[name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schema = crds.gpufleet_crds()[name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for path, node in _schema_nodes(schema):
         assert "type" in node, f"{path or '<root>'} has no type"
         assert "$ref" not in node and "$defs" not in node, f"{path} is not inlined"
@@ -57,7 +57,7 @@ def test_schemas_are_structural(name: str) -> None:
 
 
 def test_every_spec_and_status_field_is_documented() -> None:
-    for crd in crds.all_crds().values():
+    for crd in crds.gpufleet_crds().values():
         properties = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
         for part in ("spec", "status"):
             for field, schema in properties[part]["properties"].items():
@@ -69,7 +69,7 @@ def test_printer_columns_show_what_operators_look_at() -> None:
         crd["spec"]["names"]["plural"]: [
             column["name"].upper() for column in crd["spec"]["versions"][0]["additionalPrinterColumns"]
         ]
-        for crd in crds.all_crds().values()
+        for crd in crds.gpufleet_crds().values()
     }
     for expected in ["STATUS", "HEALTH", "IP", "CPU", "MEMORY", "GPUS", "LAST HEARTBEAT", "AGE"]:
         assert expected in columns["hosts"]

@@ -1,0 +1,79 @@
+"""TokenReview and SubjectAccessReview answered from a small, test-configured table.
+
+The REST facade's Kubernetes-native auth mode asks the API server who a bearer token
+belongs to and whether that user may do something. A real cluster answers from its
+authenticators and RBAC; here tests declare users and rules directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+JsonObj = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class User:
+    username: str
+    groups: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    subject: str  # a username or a group name
+    verb: str
+    group: str
+    resource: str
+
+    def grants(self, subjects: set[str], verb: str, group: str, resource: str) -> bool:
+        return (
+            self.subject in subjects
+            and self.verb in ("*", verb)
+            and self.group in ("*", group)
+            and self.resource in ("*", resource)
+        )
+
+
+class AccessTable:
+    """Users by token and allow-rules; safe to change from the test thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users: dict[str, User] = {}
+        self._rules: list[Rule] = []
+
+    def add_user(self, token: str, username: str, groups: tuple[str, ...] | list[str] = ()) -> None:
+        with self._lock:
+            self._users[token] = User(username, tuple(groups))
+
+    def allow(self, subject: str, verb: str = "*", group: str = "*", resource: str = "*") -> None:
+        with self._lock:
+            self._rules.append(Rule(subject, verb, group, resource))
+
+    def token_review(self, review: JsonObj) -> JsonObj:
+        token = (review.get("spec") or {}).get("token", "")
+        with self._lock:
+            user = self._users.get(token)
+        status: JsonObj = {"authenticated": False}
+        if user is not None:
+            status = {
+                "authenticated": True,
+                "user": {"username": user.username, "groups": [*user.groups, "system:authenticated"]},
+            }
+        else:
+            status["error"] = "invalid bearer token"
+        return {**review, "status": status}
+
+    def access_review(self, review: JsonObj) -> JsonObj:
+        spec = review.get("spec") or {}
+        attributes = spec.get("resourceAttributes") or spec.get("nonResourceAttributes") or {}
+        subjects = {spec.get("user", ""), *(spec.get("groups") or [])}
+        verb = attributes.get("verb", "")
+        group = attributes.get("group", "")
+        resource = attributes.get("resource", attributes.get("path", ""))
+        with self._lock:
+            allowed = any(rule.grants(subjects, verb, group, resource) for rule in self._rules)
+        reason = "allowed by emulator rule" if allowed else "no emulator rule allows it"
+        return {**review, "status": {"allowed": allowed, "reason": reason}}

@@ -1,0 +1,86 @@
+"""Discovery and /version, as kubectl and Kopf need them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+
+from .helpers import GROUP, Api, widget
+
+
+def test_version_answers_like_a_server(api: Api) -> None:
+    version = api.ok("GET", "/version")
+    assert version["major"] == "1" and version["gitVersion"].startswith("v1.")
+
+
+def test_core_discovery_lists_what_kopf_needs(api: Api) -> None:
+    assert "v1" in api.ok("GET", "/api")["versions"]
+    names = {r["name"] for r in api.ok("GET", "/api/v1")["resources"]}
+    assert {"namespaces", "events", "secrets", "configmaps"} <= names
+
+
+@pytest.mark.parametrize(("group", "version", "plural"), [
+    ("coordination.k8s.io", "v1", "leases"),
+    ("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+    ("authentication.k8s.io", "v1", "tokenreviews"),
+    ("authorization.k8s.io", "v1", "subjectaccessreviews"),
+    ("events.k8s.io", "v1", "events"),
+])
+def test_group_discovery(api: Api, group: str, version: str, plural: str) -> None:
+    groups = {g["name"] for g in api.ok("GET", "/apis")["groups"]}
+    assert group in groups
+    assert api.ok("GET", f"/apis/{group}")["preferredVersion"]["version"]
+    names = {r["name"] for r in api.ok("GET", f"/apis/{group}/{version}")["resources"]}
+    assert plural in names
+
+
+def test_created_crd_is_served_with_scope_and_status(api: Api, test_crds: None) -> None:
+    resources = {r["name"]: r for r in api.ok("GET", f"/apis/{GROUP}/v1")["resources"]}
+    assert resources["widgets"]["namespaced"] is True
+    assert resources["widgets"]["kind"] == "Widget"
+    assert "widgets/status" in resources
+    assert resources["gadgets"]["namespaced"] is False
+    assert "gadgets/status" not in resources
+
+
+def test_namespaces_list(api: Api) -> None:
+    names = {ns["metadata"]["name"] for ns in api.ok("GET", "/api/v1/namespaces")["items"]}
+    assert {"default", "kube-system"} <= names
+
+
+def test_unknown_path_is_a_404_status(api: Api) -> None:
+    status, body = api("GET", "/apis/nonexistent.example.com/v1/things")
+    assert status == 404
+    assert body["kind"] == "Status" and body["code"] == 404
+
+
+def _kubectl(kube: Any, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(  # noqa: S603
+        ["kubectl", "--kubeconfig", str(kube.kubeconfig), *args],  # noqa: S607
+        capture_output=True, text=True, timeout=60, check=False, input=stdin)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+def test_kubectl_gets_custom_resources(api: Api, kube: Any, namespace: str, widgets: str) -> None:
+    api.ok("POST", widgets, widget("w-kubectl"))
+    assert "w-kubectl" in _kubectl(kube, "get", "widgets", "-n", namespace, "-o", "name")
+    assert "w-kubectl" in _kubectl(kube, "get", "widgets", "-n", namespace)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+def test_kubectl_apply_and_delete(api: Api, kube: Any, namespace: str, widgets: str) -> None:
+    manifest = json.dumps(widget("w-applied", size=2))
+    assert "created" in _kubectl(kube, "apply", "-n", namespace, "-f", "-", stdin=manifest)
+    assert "unchanged" in _kubectl(kube, "apply", "-n", namespace, "-f", "-", stdin=manifest)
+    assert api.ok("GET", f"{widgets}/w-applied")["spec"]["size"] == 2
+    assert "configured" in _kubectl(kube, "apply", "-n", namespace, "-f", "-",
+                                    stdin=json.dumps(widget("w-applied", size=3)))
+    assert api.ok("GET", f"{widgets}/w-applied")["spec"]["size"] == 3
+    _kubectl(kube, "delete", "-n", namespace, "widgets", "w-applied")
+    assert api("GET", f"{widgets}/w-applied")[0] == 404
