@@ -1,6 +1,6 @@
 """Throughput of the emulated Kubernetes API, with the server in a separate process.
 
-Usage: python benchmarks/emulator_throughput.py [--objects 10000] [--seconds 5] [--concurrency 8]
+Usage: python -m benchmarks.emulator_throughput [--objects 10000] [--seconds 5] [--concurrency 8]
 
 Prints PATCH/s (merge patch of spec), status PATCH/s, the median GET latency and the
 time to list all objects, so regressions in the emulator's per-request cost show up.
@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
+
+from benchmarks import _support
 
 GROUP = "bench.gpufleet.io"
 CRD: dict[str, Any] = {
@@ -31,65 +29,50 @@ CRD: dict[str, Any] = {
         "group": GROUP,
         "scope": "Cluster",
         "names": {"plural": "items", "singular": "item", "kind": "Item"},
-        "versions": [{
-            "name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
-            "schema": {"openAPIV3Schema": {"type": "object", "properties": {
-                "spec": {"type": "object", "properties": {
-                    "count": {"type": "integer", "minimum": 0},
-                    "address": {"type": "string", "format": "ipv4"},
-                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                }},
-                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
-            }}},
-        }],
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "subresources": {"status": {}},
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {
+                                "type": "object",
+                                "properties": {
+                                    "count": {"type": "integer", "minimum": 0},
+                                    "address": {"type": "string", "format": "ipv4"},
+                                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                                },
+                            },
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        },
+                    }
+                },
+            }
+        ],
     },
 }
 ITEMS = f"/apis/{GROUP}/v1/items"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def server_process() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "gpufleet.emulator", "--port", str(port)], stdout=subprocess.DEVNULL)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-async def wait_ready(session: aiohttp.ClientSession) -> None:
-    for _ in range(200):
-        with contextlib.suppress(aiohttp.ClientError):
-            async with session.get("/version") as response:
-                if response.status == 200:
-                    return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("the emulator did not start")
-
-
 async def populate(session: aiohttp.ClientSession, count: int, concurrency: int) -> None:
     async def worker(start: int) -> None:
         for index in range(start, count, concurrency):
-            body = {"metadata": {"name": f"item-{index:05d}", "labels": {"bench": "yes"}},
-                    "spec": {"count": 0, "address": "10.0.0.1", "labels": {"rack": "r1"}}}
+            body = {
+                "metadata": {"name": f"item-{index:05d}", "labels": {"bench": "yes"}},
+                "spec": {"count": 0, "address": "10.0.0.1", "labels": {"rack": "r1"}},
+            }
             async with session.post(ITEMS, json=body) as response:
                 assert response.status == 201, await response.text()
 
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
 
 
-async def rate(session: aiohttp.ClientSession, seconds: float, concurrency: int, count: int,
-               status: bool) -> float:
+async def rate(session: aiohttp.ClientSession, seconds: float, concurrency: int, count: int, status: bool) -> float:
     done = 0
     deadline = time.monotonic() + seconds
 
@@ -136,10 +119,11 @@ async def list_ms(session: aiohttp.ClientSession, count: int) -> tuple[float, fl
 
 
 async def main(objects: int, seconds: float, concurrency: int) -> None:
-    with server_process() as url:
+    port = _support.free_port()
+    with _support.process([sys.executable, "-m", "gpufleet.emulator", "--port", str(port)]):
         connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(url, connector=connector) as session:
-            await wait_ready(session)
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", connector=connector) as session:
+            await _support.wait_http(session, "/version")
             async with session.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=CRD) as r:
                 assert r.status == 201, await r.text()
             started = time.monotonic()

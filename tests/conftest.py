@@ -38,8 +38,9 @@ class Kube:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--kubeconfig", default=None,
-                     help="run against the cluster of this kubeconfig instead of the emulated API")
+    parser.addoption(
+        "--kubeconfig", default=None, help="run against the cluster of this kubeconfig instead of the emulated API"
+    )
 
 
 def _free_port() -> int:

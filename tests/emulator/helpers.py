@@ -34,23 +34,43 @@ WIDGET_SCHEMA: dict[str, Any] = {
 }
 
 
-def _crd(plural: str, kind: str, scope: str, schema: dict[str, Any], status: bool) -> dict[str, Any]:
-    version: dict[str, Any] = {"name": "v1", "served": True, "storage": True,
-                               "schema": {"openAPIV3Schema": schema}}
+WIDGET_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
+    {"name": "Mode", "type": "string", "jsonPath": ".spec.mode", "priority": 1},
+    {"name": "Seen", "type": "date", "jsonPath": ".spec.seenAt"},
+]
+
+
+def _crd(
+    plural: str,
+    kind: str,
+    scope: str,
+    schema: dict[str, Any],
+    status: bool,
+    columns: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    version: dict[str, Any] = {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": schema}}
     if status:
         version["subresources"] = {"status": {}}
+    if columns:
+        version["additionalPrinterColumns"] = columns
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {"name": f"{plural}.{GROUP}"},
-        "spec": {"group": GROUP, "scope": scope, "versions": [version],
-                 "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "listKind": f"{kind}List"}},
+        "spec": {
+            "group": GROUP,
+            "scope": scope,
+            "versions": [version],
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "listKind": f"{kind}List"},
+        },
     }
 
 
-WIDGET_CRD = _crd("widgets", "Widget", "Namespaced", WIDGET_SCHEMA, status=True)
-GADGET_CRD = _crd("gadgets", "Gadget", "Cluster",
-                  {"type": "object", "x-kubernetes-preserve-unknown-fields": True}, status=False)
+WIDGET_CRD = _crd("widgets", "Widget", "Namespaced", WIDGET_SCHEMA, status=True, columns=WIDGET_COLUMNS)
+GADGET_CRD = _crd(
+    "gadgets", "Gadget", "Cluster", {"type": "object", "x-kubernetes-preserve-unknown-fields": True}, status=False
+)
 
 
 class Api:
@@ -59,26 +79,44 @@ class Api:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def _send(self, method: str, path: str, body: Any, headers: dict[str, str],
-              query: dict[str, Any], timeout: float | None = None) -> Any:
-        params = [(key, str(value).lower() if isinstance(value, bool) else str(value))
-                  for key, value in query.items() if value is not None]
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        headers: dict[str, str],
+        query: dict[str, Any],
+        timeout: float | None = None,
+    ) -> Any:
+        params = [
+            (key, str(value).lower() if isinstance(value, bool) else str(value))
+            for key, value in query.items()
+            if value is not None
+        ]
         method_, url, headers_, body_, post = self.client.param_serialize(
-            method, path, query_params=params, header_params=headers, body=body, auth_settings=["BearerToken"])
+            method, path, query_params=params, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
         return self.client.call_api(method_, url, headers_, body_, post, _request_timeout=timeout)
 
-    def __call__(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-                 **query: Any) -> tuple[int, Any]:
+    def __call__(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json", **query: Any
+    ) -> tuple[int, Any]:
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         response = self._send(method, path, body, headers, query)
         raw = response.read()
         return response.status, json.loads(raw) if raw else None
 
-    def ok(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
-           **query: Any) -> Any:
+    def ok(self, method: str, path: str, body: Any = None, content_type: str = "application/json", **query: Any) -> Any:
         status, answer = self(method, path, body, content_type, **query)
         assert 200 <= status < 300, (status, answer)
         return answer
+
+    def table(self, path: str, **query: Any) -> Any:
+        """A GET answered as a meta.k8s.io/v1 Table, asked for as kubectl asks."""
+        accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        response = self._send("GET", path, None, {"Accept": accept}, query)
+        assert response.status == 200, response.read()
+        return json.loads(response.read())
 
     def watch(self, path: str, count: int, timeout: float = 5, **query: Any) -> list[dict[str, Any]]:
         """The first ``count`` events of a watch (fewer if it ends first)."""
@@ -98,5 +136,4 @@ class Api:
 
 
 def widget(name: str, size: int = 1, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": name},
-            "spec": {"size": size, **spec}}
+    return {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": name}, "spec": {"size": size, **spec}}

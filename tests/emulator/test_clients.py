@@ -19,8 +19,9 @@ def test_typed_sync_client(api_client: Any, namespace: str, widgets: str) -> Non
     objects.create_namespaced_custom_object(GROUP, "v1", namespace, "widgets", widget("w1"))
     patched = objects.patch_namespaced_custom_object(GROUP, "v1", namespace, "widgets", "w1", {"spec": {"size": 3}})
     assert patched["spec"]["size"] == 3
-    status = objects.patch_namespaced_custom_object_status(GROUP, "v1", namespace, "widgets", "w1",
-                                                           {"status": {"ok": 1}})
+    status = objects.patch_namespaced_custom_object_status(
+        GROUP, "v1", namespace, "widgets", "w1", {"status": {"ok": 1}}
+    )
     assert status["status"] == {"ok": 1}
     with pytest.raises(kubernetes.client.ApiException) as err:
         objects.get_namespaced_custom_object(GROUP, "v1", namespace, "widgets", "missing")

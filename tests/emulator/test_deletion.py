@@ -39,10 +39,15 @@ def test_finalizers_hold_deletion(api: Api, widgets: str) -> None:
 
 
 def test_cascade_through_owner_references(api: Api, namespace: str, widgets: str) -> None:
-    owner = api.ok("POST", GADGETS, {"apiVersion": f"{GROUP}/v1", "kind": "Gadget",
-                                     "metadata": {"generateName": "owner-"}})
-    ref = {"apiVersion": f"{GROUP}/v1", "kind": "Gadget", "name": owner["metadata"]["name"],
-           "uid": owner["metadata"]["uid"]}
+    owner = api.ok(
+        "POST", GADGETS, {"apiVersion": f"{GROUP}/v1", "kind": "Gadget", "metadata": {"generateName": "owner-"}}
+    )
+    ref = {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "Gadget",
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+    }
     child = widget("child")
     child["metadata"]["ownerReferences"] = [ref]
     api.ok("POST", widgets, child)
@@ -58,8 +63,10 @@ def test_cascade_through_owner_references(api: Api, namespace: str, widgets: str
 def test_dependent_with_a_remaining_owner_survives(api: Api, namespace: str) -> None:
     configmaps = f"/api/v1/namespaces/{namespace}/configmaps"
     owners = [api.ok("POST", configmaps, {"metadata": {"name": f"owner-{i}"}}) for i in range(2)]
-    refs = [{"apiVersion": "v1", "kind": "ConfigMap", "name": o["metadata"]["name"], "uid": o["metadata"]["uid"]}
-            for o in owners]
+    refs = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": o["metadata"]["name"], "uid": o["metadata"]["uid"]}
+        for o in owners
+    ]
     api.ok("POST", configmaps, {"metadata": {"name": "shared", "ownerReferences": refs}})
     api.ok("DELETE", f"{configmaps}/owner-0")
     time.sleep(0.3)

@@ -20,16 +20,21 @@ def test_version_answers_like_a_server(api: Api) -> None:
 def test_core_discovery_lists_what_kopf_needs(api: Api) -> None:
     assert "v1" in api.ok("GET", "/api")["versions"]
     names = {r["name"] for r in api.ok("GET", "/api/v1")["resources"]}
-    assert {"namespaces", "events", "secrets", "configmaps"} <= names
+    assert {"namespaces", "events", "secrets", "configmaps", "serviceaccounts"} <= names
 
 
-@pytest.mark.parametrize(("group", "version", "plural"), [
-    ("coordination.k8s.io", "v1", "leases"),
-    ("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
-    ("authentication.k8s.io", "v1", "tokenreviews"),
-    ("authorization.k8s.io", "v1", "subjectaccessreviews"),
-    ("events.k8s.io", "v1", "events"),
-])
+@pytest.mark.parametrize(
+    ("group", "version", "plural"),
+    [
+        ("coordination.k8s.io", "v1", "leases"),
+        ("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
+        ("authentication.k8s.io", "v1", "tokenreviews"),
+        ("authorization.k8s.io", "v1", "subjectaccessreviews"),
+        ("events.k8s.io", "v1", "events"),
+        ("rbac.authorization.k8s.io", "v1", "clusterroles"),
+        ("rbac.authorization.k8s.io", "v1", "rolebindings"),
+    ],
+)
 def test_group_discovery(api: Api, group: str, version: str, plural: str) -> None:
     groups = {g["name"] for g in api.ok("GET", "/apis")["groups"]}
     assert group in groups
@@ -59,9 +64,14 @@ def test_unknown_path_is_a_404_status(api: Api) -> None:
 
 
 def _kubectl(kube: Any, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(  # noqa: S603
-        ["kubectl", "--kubeconfig", str(kube.kubeconfig), *args],  # noqa: S607
-        capture_output=True, text=True, timeout=60, check=False, input=stdin)
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kube.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        input=stdin,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -79,8 +89,29 @@ def test_kubectl_apply_and_delete(api: Api, kube: Any, namespace: str, widgets: 
     assert "created" in _kubectl(kube, "apply", "-n", namespace, "-f", "-", stdin=manifest)
     assert "unchanged" in _kubectl(kube, "apply", "-n", namespace, "-f", "-", stdin=manifest)
     assert api.ok("GET", f"{widgets}/w-applied")["spec"]["size"] == 2
-    assert "configured" in _kubectl(kube, "apply", "-n", namespace, "-f", "-",
-                                    stdin=json.dumps(widget("w-applied", size=3)))
+    assert "configured" in _kubectl(
+        kube, "apply", "-n", namespace, "-f", "-", stdin=json.dumps(widget("w-applied", size=3))
+    )
     assert api.ok("GET", f"{widgets}/w-applied")["spec"]["size"] == 3
     _kubectl(kube, "delete", "-n", namespace, "widgets", "w-applied")
     assert api("GET", f"{widgets}/w-applied")[0] == 404
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+def test_kubectl_prints_the_crd_columns(api: Api, kube: Any, namespace: str, widgets: str) -> None:
+    api.ok("POST", widgets, widget("w-columns", size=7))
+    header, row = _kubectl(kube, "get", "widgets", "-n", namespace).splitlines()
+    assert header.split() == ["NAME", "SIZE", "SEEN"]
+    assert row.split() == ["w-columns", "7"]  # a null cell prints empty
+    assert _kubectl(kube, "get", "widgets", "-n", namespace, "-o", "wide").splitlines()[0].split() == [
+        "NAME",
+        "SIZE",
+        "MODE",
+        "SEEN",
+    ]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+def test_kubectl_explains_a_custom_resource(kube: Any, test_crds: None) -> None:
+    explained = _kubectl(kube, "explain", "widgets.spec.size")
+    assert "KIND:       Widget" in explained and "size <integer>" in explained

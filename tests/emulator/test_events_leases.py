@@ -9,22 +9,35 @@ from .helpers import Api
 
 def test_core_and_events_k8s_io_events(api: Api, namespace: str) -> None:
     core = f"/api/v1/namespaces/{namespace}/events"
-    event = {"metadata": {"generateName": "ev-"}, "reason": "Tested", "message": "hello", "type": "Normal",
-             "involvedObject": {"kind": "ConfigMap", "name": "x", "namespace": namespace}}
+    event = {
+        "metadata": {"generateName": "ev-"},
+        "reason": "Tested",
+        "message": "hello",
+        "type": "Normal",
+        "involvedObject": {"kind": "ConfigMap", "name": "x", "namespace": namespace},
+    }
     created = api.ok("POST", core, event)
     assert created["reason"] == "Tested"
     assert [e["message"] for e in api.ok("GET", core)["items"]] == ["hello"]
     new = f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
-    modern = {"metadata": {"name": "ev2"}, "reason": "Tested", "note": "hi", "type": "Normal",
-              "action": "Test", "reportingController": "tests", "reportingInstance": "tests",
-              "eventTime": "2026-01-01T00:00:00.000000Z"}
+    modern = {
+        "metadata": {"name": "ev2"},
+        "reason": "Tested",
+        "note": "hi",
+        "type": "Normal",
+        "action": "Test",
+        "reportingController": "tests",
+        "reportingInstance": "tests",
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+    }
     assert api.ok("POST", new, modern)["note"] == "hi"
 
 
 def test_lease_optimistic_concurrency(api: Api, namespace: str) -> None:
     leases = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
-    lease = api.ok("POST", leases, {"metadata": {"name": "leader"},
-                                    "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})
+    lease = api.ok(
+        "POST", leases, {"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}}
+    )
     mine = copy.deepcopy(lease)
     mine["spec"]["holderIdentity"] = "b"
     api.ok("PUT", f"{leases}/leader", mine)

@@ -22,7 +22,8 @@ def _wait(check: Callable[[], bool], timeout: float = 20) -> None:
 
 
 def test_create_and_delete_handlers_run_exactly_once(
-        api: Api, namespace: str, widgets: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    api: Api, namespace: str, widgets: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log = tmp_path / "calls.log"
     log.touch()
     monkeypatch.setenv("GPUFLEET_KOPF_TEST_LOG", str(log))

@@ -16,16 +16,19 @@ def labelled(api: Api, widgets: str) -> str:
     return widgets
 
 
-@pytest.mark.parametrize(("selector", "expected"), [
-    ("tier=gold", {"a"}),
-    ("tier==silver", {"b"}),
-    ("tier!=gold", {"b", "c"}),
-    ("tier in (gold,silver)", {"a", "b"}),
-    ("tier notin (gold)", {"b", "c"}),
-    ("tier", {"a", "b"}),
-    ("!tier", {"c"}),
-    ("tier=gold,zone=x", {"a"}),
-])
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("tier=gold", {"a"}),
+        ("tier==silver", {"b"}),
+        ("tier!=gold", {"b", "c"}),
+        ("tier in (gold,silver)", {"a", "b"}),
+        ("tier notin (gold)", {"b", "c"}),
+        ("tier", {"a", "b"}),
+        ("!tier", {"c"}),
+        ("tier=gold,zone=x", {"a"}),
+    ],
+)
 def test_label_selectors(api: Api, labelled: str, selector: str, expected: set[str]) -> None:
     items = api.ok("GET", labelled, labelSelector=selector)["items"]
     assert {item["metadata"]["name"] for item in items} == expected

@@ -19,9 +19,11 @@ def test_merge_patch_merges_and_deletes_with_null(api: Api, widgets: str) -> Non
 def test_json_patch_with_test_ops(api: Api, widgets: str) -> None:
     created = api.ok("POST", widgets, widget("w1"))
     rv = created["metadata"]["resourceVersion"]
-    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-           {"op": "add", "path": "/metadata/finalizers", "value": ["example.com/f"]},
-           {"op": "replace", "path": "/spec/size", "value": 5}]
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+        {"op": "add", "path": "/metadata/finalizers", "value": ["example.com/f"]},
+        {"op": "replace", "path": "/spec/size", "value": 5},
+    ]
     patched = api.ok("PATCH", f"{widgets}/w1", ops, JSON_PATCH)
     assert patched["metadata"]["finalizers"] == ["example.com/f"] and patched["spec"]["size"] == 5
     status, body = api("PATCH", f"{widgets}/w1", ops, JSON_PATCH)  # the test op now fails

@@ -18,16 +18,19 @@ def test_invalid_object_is_422_with_causes(api: Api, widgets: str) -> None:
     assert fields == {"spec.size", "spec.address"}
 
 
-@pytest.mark.parametrize("spec", [
-    {"size": "one"},
-    {"size": 100},
-    {"size": 1, "mode": "warp"},
-    {"size": 1, "name": "toolongname"},
-    {"size": 1, "name": "UPPER"},
-    {"size": 1, "seenAt": "yesterday"},
-    {"size": 1, "labels": {"a": 1}},
-    {},
-])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"size": "one"},
+        {"size": 100},
+        {"size": 1, "mode": "warp"},
+        {"size": 1, "name": "toolongname"},
+        {"size": 1, "name": "UPPER"},
+        {"size": 1, "seenAt": "yesterday"},
+        {"size": 1, "labels": {"a": 1}},
+        {},
+    ],
+)
 def test_each_rule(api: Api, widgets: str, spec: dict[str, object]) -> None:
     body = widget("w1")
     body["spec"] = spec

@@ -21,6 +21,13 @@ def test_watch_without_version_lists_existing_as_added(api: Api, widgets: str) -
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "w1"), ("ADDED", "w2")]
 
 
+def test_watch_flag_as_python_clients_spell_it(api: Api, widgets: str) -> None:
+    """Go's ParseBool reads "True" (what kubernetes_asyncio sends for watch=True) as true."""
+    api.ok("POST", widgets, widget("w1"))
+    events = api.watch(widgets, count=1, watch="True")
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "w1")]
+
+
 def test_resume_replays_changes_after_the_version(api: Api, widgets: str) -> None:
     listed = api.ok("GET", widgets)
     api.ok("POST", widgets, widget("w1"))
@@ -54,8 +61,9 @@ def test_cluster_wide_watch_sees_namespaced_objects(api: Api, widgets: str, name
     api.ok("POST", widgets, widget("w1"))
     from .helpers import GROUP
 
-    events = api.watch(f"/apis/{GROUP}/v1/widgets", count=1, resourceVersion=rv,
-                       fieldSelector=f"metadata.namespace={namespace}")
+    events = api.watch(
+        f"/apis/{GROUP}/v1/widgets", count=1, resourceVersion=rv, fieldSelector=f"metadata.namespace={namespace}"
+    )
     assert events[0]["object"]["metadata"]["namespace"] == namespace
 
 

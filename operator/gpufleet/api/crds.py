@@ -164,9 +164,7 @@ def kopf_peering_crd() -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
-                            "properties": {
-                                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-                            },
+                            "properties": {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
                         }
                     },
                 }

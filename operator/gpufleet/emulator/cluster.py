@@ -135,9 +135,12 @@ def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str | None =
         "kind": "Config",
         "clusters": [{"name": "gpufleet-emulator", "cluster": {"server": url}}],
         "users": [{"name": "gpufleet-emulator", "user": {"token": token or "emulator-token"}}],
-        "contexts": [{"name": "gpufleet-emulator",
-                      "context": {"cluster": "gpufleet-emulator", "user": "gpufleet-emulator",
-                                  "namespace": "default"}}],
+        "contexts": [
+            {
+                "name": "gpufleet-emulator",
+                "context": {"cluster": "gpufleet-emulator", "user": "gpufleet-emulator", "namespace": "default"},
+            }
+        ],
         "current-context": "gpufleet-emulator",
         "preferences": {},
     }
@@ -148,8 +151,9 @@ def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str | None =
 
 
 @contextlib.asynccontextmanager
-async def emulated_api(host: str = "127.0.0.1", port: int = 0,
-                       kubeconfig: str | os.PathLike[str] | None = None) -> AsyncIterator[EmulatedCluster]:
+async def emulated_api(
+    host: str = "127.0.0.1", port: int = 0, kubeconfig: str | os.PathLike[str] | None = None
+) -> AsyncIterator[EmulatedCluster]:
     """Serve the emulated API on the current loop for the duration of the block."""
     cluster = EmulatedCluster(host, port)
     async with cluster:
@@ -169,8 +173,9 @@ def load_crds(cluster: EmulatedCluster, folder: str | os.PathLike[str]) -> int:
     return count
 
 
-async def _serve_forever(host: str, port: int, kubeconfig_path: str | os.PathLike[str] | None,
-                         crds: str | os.PathLike[str] | None) -> None:
+async def _serve_forever(
+    host: str, port: int, kubeconfig_path: str | os.PathLike[str] | None, crds: str | os.PathLike[str] | None
+) -> None:
     async with emulated_api(host, port, kubeconfig_path) as cluster:
         if crds is not None:
             load_crds(cluster, crds)
@@ -178,8 +183,12 @@ async def _serve_forever(host: str, port: int, kubeconfig_path: str | os.PathLik
         await asyncio.Event().wait()
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, kubeconfig_path: str | os.PathLike[str] | None = None,
-          crds: str | os.PathLike[str] | None = None) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    kubeconfig_path: str | os.PathLike[str] | None = None,
+    crds: str | os.PathLike[str] | None = None,
+) -> None:
     """Run the emulated API in the foreground until interrupted (``gpufleet dev``)."""
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_forever(host, port, kubeconfig_path, crds))

@@ -39,8 +39,7 @@ def openapi(resources: Iterable[ResourceDef], group_version: str) -> JsonObj | N
     """
     resources = list(resources)
     if not group_version:
-        listing: JsonObj = {_gv_path(res): {"serverRelativeURL": f"/openapi/v3/{_gv_path(res)}"}
-                            for res in resources}
+        listing: JsonObj = {_gv_path(res): {"serverRelativeURL": f"/openapi/v3/{_gv_path(res)}"} for res in resources}
         return {"paths": listing}
     served = [res for res in resources if _gv_path(res) == group_version and "patch" in res.verbs]
     if not served:
@@ -56,13 +55,34 @@ def openapi(resources: Iterable[ResourceDef], group_version: str) -> JsonObj | N
         }
         for res in served
     }
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": VERSION_INFO["gitVersion"]},
-            "paths": paths, "components": {"schemas": {}}}
+    # kubectl explain finds a kind's schema by its x-kubernetes-group-version-kind extension.
+    schemas: JsonObj = {
+        _schema_name(res): {
+            **res.schema,
+            "x-kubernetes-group-version-kind": [{"group": res.group, "version": res.version, "kind": res.kind}],
+        }
+        for res in served
+        if res.schema is not None
+    }
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": VERSION_INFO["gitVersion"]},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def _schema_name(res: ResourceDef) -> str:
+    """``io.gpufleet.v1alpha1.Host``: the apiserver's reversed-domain naming of a CRD's schema."""
+    return ".".join([*reversed(res.group.split(".")), res.version, res.kind])
 
 
 def core_versions() -> JsonObj:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+    }
 
 
 def _versions(resources: Iterable[ResourceDef], group: str) -> list[str]:
@@ -81,8 +101,11 @@ def _group_doc(group: str, versions: list[str]) -> JsonObj:
 def group_list(resources: Iterable[ResourceDef]) -> JsonObj:
     resources = list(resources)
     groups = sorted({res.group for res in resources if res.group})
-    return {"kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [_group_doc(g, _versions(resources, g)) for g in groups]}
+    return {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [_group_doc(g, _versions(resources, g)) for g in groups],
+    }
 
 
 def group(resources: Iterable[ResourceDef], name: str) -> JsonObj | None:
@@ -97,18 +120,27 @@ def resource_list(resources: Iterable[ResourceDef], group: str, version: str) ->
     for res in resources:
         if res.group != group or res.version != version:
             continue
-        entries.append({
-            "name": res.plural,
-            "singularName": res.singular,
-            "namespaced": res.namespaced,
-            "kind": res.kind,
-            "verbs": list(res.verbs),
-            **({"shortNames": list(res.shortnames)} if res.shortnames else {}),
-            **({"categories": list(res.categories)} if res.categories else {}),
-        })
+        entries.append(
+            {
+                "name": res.plural,
+                "singularName": res.singular,
+                "namespaced": res.namespaced,
+                "kind": res.kind,
+                "verbs": list(res.verbs),
+                **({"shortNames": list(res.shortnames)} if res.shortnames else {}),
+                **({"categories": list(res.categories)} if res.categories else {}),
+            }
+        )
         if res.status_subresource:
-            entries.append({"name": f"{res.plural}/status", "singularName": "", "namespaced": res.namespaced,
-                            "kind": res.kind, "verbs": ["get", "patch", "update"]})
+            entries.append(
+                {
+                    "name": f"{res.plural}/status",
+                    "singularName": "",
+                    "namespaced": res.namespaced,
+                    "kind": res.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
     if not entries:
         return None
     group_version = f"{group}/{version}" if group else version

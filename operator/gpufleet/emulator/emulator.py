@@ -21,7 +21,7 @@ import aiohttp.web
 import attrs
 import kmock
 
-from . import discovery, listing, objects, patching, routing, selectors, validation, watching
+from . import discovery, listing, objects, patching, routing, selectors, tables, validation, watching
 from .auth import AccessTable
 from .errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
 from .faults import FaultPredicate, Faults, RequestInfo
@@ -125,8 +125,11 @@ class Emulator(kmock.KubernetesEmulator):
         coll = self.store.collection(resource)
         coll.resource = resource if resource.version == coll.resource.version else coll.resource
         self.resources[f"{resource.group}/{resource.version}/{resource.plural}"] = kmock.ResourceInfo(
-            namespaced=resource.namespaced, kind=resource.kind, singular=resource.singular,
-            verbs=set(resource.verbs), shortnames=set(resource.shortnames),
+            namespaced=resource.namespaced,
+            kind=resource.kind,
+            singular=resource.singular,
+            verbs=set(resource.verbs),
+            shortnames=set(resource.shortnames),
             categories=set(resource.categories),
             subresources={"status"} if resource.status_subresource else set(),
         )
@@ -178,17 +181,22 @@ class Emulator(kmock.KubernetesEmulator):
         if resource is None or (route.namespace is not None and not resource.namespaced):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if route.subresource not in (None, "status") or (
-                route.subresource == "status" and not resource.status_subresource):
+            route.subresource == "status" and not resource.status_subresource
+        ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         coll = self.store.collection(resource)
         query = request.query
         if method == "GET" and route.name is None:
-            predicate = selectors.combine(selectors.label_selector(query.get("labelSelector")),
-                                          selectors.field_selector(query.get("fieldSelector")))
-            if query.get("watch") in ("true", "1"):
-                return await watching.stream(request, coll, route.namespace, predicate, query,
-                                             lambda: self.store.rv)
-            return _json(listing.page(coll, resource, route.namespace, predicate, query, self.store.rv))
+            predicate = selectors.combine(
+                selectors.label_selector(query.get("labelSelector")),
+                selectors.field_selector(query.get("fieldSelector")),
+            )
+            if watching.query_flag(query, "watch"):
+                return await watching.stream(request, coll, route.namespace, predicate, query, lambda: self.store.rv)
+            found = listing.page(coll, resource, route.namespace, predicate, query, self.store.rv)
+            if tables.wanted(request.headers.get("Accept", "")):
+                found = tables.table(resource, found["items"], found["metadata"], query.get("includeObject"))
+            return _json(found)
         body = await self._body(request) if method in ("POST", "PUT", "PATCH") else None
         if method == "POST" and route.name is None:
             return self._create(resource, route.namespace, body, query)
@@ -198,7 +206,11 @@ class Emulator(kmock.KubernetesEmulator):
             raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on a collection")
         key = (route.namespace or "", route.name)
         if method == "GET":
-            return _json(listing.present(resource, self._life.get(coll, key)))
+            obj = listing.present(resource, self._life.get(coll, key))
+            if tables.wanted(request.headers.get("Accept", "")):
+                rv = {"resourceVersion": obj["metadata"].get("resourceVersion", "")}
+                return _json(tables.table(resource, [obj], rv, query.get("includeObject")))
+            return _json(obj)
         if method == "PUT":
             return _json(self._write(coll, resource, key, route.subresource, body, query, patch_type=None))
         if method == "PATCH":
@@ -242,32 +254,49 @@ class Emulator(kmock.KubernetesEmulator):
 
     # ----- writes ---------------------------------------------------------------------------------------
 
-    def create_object(self, resource: ResourceDef, namespace: str | None, body: JsonObj,
-                      dry_run: bool = False, strict: bool = False) -> JsonObj:
+    def create_object(
+        self, resource: ResourceDef, namespace: str | None, body: JsonObj, dry_run: bool = False, strict: bool = False
+    ) -> JsonObj:
         """Create as a POST does (also used by :meth:`EmulatedCluster.apply_crd`)."""
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
         meta = body.get("metadata") or {}
         if resource.namespaced:
             if namespace and meta.get("namespace") and meta["namespace"] != namespace:
-                raise bad_request("the namespace of the provided object does not match the namespace sent "
-                                  "on the request")
+                raise bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request"
+                )
             namespace = namespace or meta.get("namespace")
             if not namespace:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
             if ("", namespace) not in self.store.collection(NAMESPACES).objects:
                 raise not_found("namespaces", namespace)
-        name = meta.get("name") or (objects.generate_name(meta["generateName"]) if meta.get("generateName")
-                                    else "")
+        name = meta.get("name") or (objects.generate_name(meta["generateName"]) if meta.get("generateName") else "")
         if not name:
-            raise invalid(resource.kind_group, "", [{
-                "reason": "FieldValueRequired", "field": "metadata.name",
-                "message": "Required value: name or generateName is required"}])
+            raise invalid(
+                resource.kind_group,
+                "",
+                [
+                    {
+                        "reason": "FieldValueRequired",
+                        "field": "metadata.name",
+                        "message": "Required value: name or generateName is required",
+                    }
+                ],
+            )
         problem = objects.name_problem(resource, name)
         if problem:
-            raise invalid(resource.kind_group, name, [{
-                "reason": "FieldValueInvalid", "field": "metadata.name",
-                "message": f'Invalid value: "{name}": {problem}'}])
+            raise invalid(
+                resource.kind_group,
+                name,
+                [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "metadata.name",
+                        "message": f'Invalid value: "{name}": {problem}',
+                    }
+                ],
+            )
         coll = self.store.collection(resource)
         key = (namespace or "", name)
         if key in coll.objects:
@@ -275,14 +304,20 @@ class Emulator(kmock.KubernetesEmulator):
         obj = self._admit(resource, objects.new_object(resource, body, namespace, name), name, strict)
         return obj if dry_run else self._life.commit(coll, key, obj, None, "ADDED")
 
-    def _create(self, resource: ResourceDef, namespace: str | None, body: Any,
-                query: Mapping[str, str]) -> aiohttp.web.Response:
+    def _create(
+        self, resource: ResourceDef, namespace: str | None, body: Any, query: Mapping[str, str]
+    ) -> aiohttp.web.Response:
         if resource.plural == "tokenreviews":
             return _json(self.access.token_review(body), 201)
         if resource.plural == "subjectaccessreviews":
             return _json(self.access.access_review(body), 201)
-        obj = self.create_object(resource, namespace, body, dry_run=bool(query.get("dryRun")),
-                                 strict=query.get("fieldValidation") == "Strict")
+        obj = self.create_object(
+            resource,
+            namespace,
+            body,
+            dry_run=bool(query.get("dryRun")),
+            strict=query.get("fieldValidation") == "Strict",
+        )
         return _json(listing.present(resource, obj), 201)
 
     def _admit(self, resource: ResourceDef, obj: JsonObj, name: str, strict: bool = False) -> JsonObj:
@@ -292,8 +327,10 @@ class Emulator(kmock.KubernetesEmulator):
             obj = validation.prune_and_default(obj, resource.schema, dropped)
             if strict and dropped:
                 unknown = ", ".join(f'unknown field "{path}"' for path in dropped)
-                raise bad_request(f'{resource.kind} in version "{resource.version}" cannot be handled as a '
-                                  f"{resource.kind}: strict decoding error: {unknown}")
+                raise bad_request(
+                    f'{resource.kind} in version "{resource.version}" cannot be handled as a '
+                    f"{resource.kind}: strict decoding error: {unknown}"
+                )
             causes = validation.validate(obj, resource.schema)
             if causes:
                 raise invalid(resource.kind_group, name, causes)
@@ -314,15 +351,26 @@ class Emulator(kmock.KubernetesEmulator):
                 raise bad_request("a merge patch must be a JSON object")
             result = patching.merge_patch(old, body)
         else:
-            raise ApiError(415, "UnsupportedMediaType",
-                           f"the body of the request was in an unknown format - accepted media types include: "
-                           f"{patching.JSON_PATCH}, {patching.MERGE}")
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types include: "
+                f"{patching.JSON_PATCH}, {patching.MERGE}",
+            )
         if not isinstance(result, dict):
             raise bad_request("the patch did not produce an object")
         return result
 
-    def _write(self, coll: Collection, resource: ResourceDef, key: ObjectKey, subresource: str | None,
-               body: Any, query: Mapping[str, str], patch_type: str | None) -> JsonObj:
+    def _write(
+        self,
+        coll: Collection,
+        resource: ResourceDef,
+        key: ObjectKey,
+        subresource: str | None,
+        body: Any,
+        query: Mapping[str, str],
+        patch_type: str | None,
+    ) -> JsonObj:
         """PUT (``patch_type`` None) or PATCH of an object or of its status."""
         if not resource.stored:
             raise ApiError(405, "MethodNotAllowed", f"{resource.qualified} can only be created")
@@ -332,8 +380,7 @@ class Emulator(kmock.KubernetesEmulator):
                 raise bad_request("the request body must be a JSON object")
             sent_name = (body.get("metadata") or {}).get("name")
             if sent_name and sent_name != key[1]:
-                raise bad_request(f"the name of the object ({sent_name}) does not match the name on the URL "
-                                  f"({key[1]})")
+                raise bad_request(f"the name of the object ({sent_name}) does not match the name on the URL ({key[1]})")
             candidate = body
         else:
             candidate = self._patched(resource, old, body, patch_type)
@@ -352,12 +399,21 @@ class Emulator(kmock.KubernetesEmulator):
         coll = self.store.collection(resource)
         return self._write(coll, resource, (namespace or "", name), None, body, {}, patch_type=None)
 
-    def _delete_collection(self, coll: Collection, resource: ResourceDef, namespace: str | None,
-                           query: Mapping[str, str]) -> JsonObj:
-        predicate = selectors.combine(selectors.label_selector(query.get("labelSelector")),
-                                      selectors.field_selector(query.get("fieldSelector")))
-        doomed = [key for key, obj in sorted(coll.objects.items())
-                  if (namespace is None or key[0] == namespace) and (predicate is None or predicate(obj))]
+    def _delete_collection(
+        self, coll: Collection, resource: ResourceDef, namespace: str | None, query: Mapping[str, str]
+    ) -> JsonObj:
+        predicate = selectors.combine(
+            selectors.label_selector(query.get("labelSelector")), selectors.field_selector(query.get("fieldSelector"))
+        )
+        doomed = [
+            key
+            for key, obj in sorted(coll.objects.items())
+            if (namespace is None or key[0] == namespace) and (predicate is None or predicate(obj))
+        ]
         items = [listing.present(resource, self._life.delete(coll, key, {})) for key in doomed]
-        return {"apiVersion": resource.api_version, "kind": f"{resource.kind}List",
-                "metadata": {"resourceVersion": str(self.store.rv)}, "items": items}
+        return {
+            "apiVersion": resource.api_version,
+            "kind": f"{resource.kind}List",
+            "metadata": {"resourceVersion": str(self.store.rv)},
+            "items": items,
+        }

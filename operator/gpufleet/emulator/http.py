@@ -31,15 +31,22 @@ class Listener:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
 
-        def request_factory(message: Any, payload: Any, protocol: Any, writer: Any,
-                            task: Any) -> aiohttp.web.BaseRequest:
+        def request_factory(
+            message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+        ) -> aiohttp.web.BaseRequest:
             return aiohttp.web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY)
 
-        self._web = aiohttp.web.Server(self.emulator, handler_cancellation=True, access_log=None,
-                                       request_factory=request_factory)
+        self._web = aiohttp.web.Server(
+            self.emulator, handler_cancellation=True, access_log=None, request_factory=request_factory
+        )
         self.emulator.bind(loop)
-        self._server = await loop.create_server(self._web, self.host, self.port, reuse_address=True,
-                                                family=socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        self._server = await loop.create_server(
+            self._web,
+            self.host,
+            self.port,
+            reuse_address=True,
+            family=socket.AF_INET6 if ":" in self.host else socket.AF_INET,
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

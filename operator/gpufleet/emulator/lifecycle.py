@@ -22,8 +22,9 @@ JsonObj = dict[str, Any]
 
 
 class Lifecycle:
-    def __init__(self, store: Store, on_crd_written: Callable[[JsonObj], None],
-                 on_crd_removed: Callable[[JsonObj], None]) -> None:
+    def __init__(
+        self, store: Store, on_crd_written: Callable[[JsonObj], None], on_crd_removed: Callable[[JsonObj], None]
+    ) -> None:
         self.store = store
         self._on_crd_written = on_crd_written
         self._on_crd_removed = on_crd_removed
@@ -35,8 +36,7 @@ class Lifecycle:
             raise not_found(coll.resource.qualified, key[1])
         return obj
 
-    def commit(self, coll: Collection, key: ObjectKey, obj: JsonObj, old: JsonObj | None,
-               event_type: str) -> JsonObj:
+    def commit(self, coll: Collection, key: ObjectKey, obj: JsonObj, old: JsonObj | None, event_type: str) -> JsonObj:
         """Store a new state under the next resourceVersion and tell the watchers."""
         rv = self.store.next_rv()
         obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(rv)}}
@@ -57,8 +57,12 @@ class Lifecycle:
         preconditions = options.get("preconditions") or {}
         for field in ("uid", "resourceVersion"):
             if preconditions.get(field) and preconditions[field] != meta.get(field):
-                raise ApiError(409, "Conflict", f"Precondition failed: {field} in precondition: "
-                                                f"{preconditions[field]}, {field} in object meta: {meta.get(field)}")
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f"Precondition failed: {field} in precondition: "
+                    f"{preconditions[field]}, {field} in object meta: {meta.get(field)}",
+                )
         if options.get("propagationPolicy") == "Orphan" or options.get("orphanDependents"):
             self._orphan_dependents(meta["uid"])
         if coll.resource == NAMESPACES:
@@ -66,14 +70,16 @@ class Lifecycle:
             if not self._namespace_empty(key[1]):
                 if meta.get("deletionTimestamp"):
                     return old
-                marked = {**old, "metadata": {**meta, "deletionTimestamp": objects.now()},
-                          "status": {"phase": "Terminating"}}
+                marked = {
+                    **old,
+                    "metadata": {**meta, "deletionTimestamp": objects.now()},
+                    "status": {"phase": "Terminating"},
+                }
                 return self.commit(coll, key, marked, old, "MODIFIED")
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return old
-            marked = {**old, "metadata": {**meta, "deletionTimestamp": objects.now(),
-                                          "deletionGracePeriodSeconds": 0}}
+            marked = {**old, "metadata": {**meta, "deletionTimestamp": objects.now(), "deletionGracePeriodSeconds": 0}}
             return self.commit(coll, key, marked, old, "MODIFIED")
         return self.remove(coll, key, old)
 
@@ -108,8 +114,9 @@ class Lifecycle:
                 continue
             refs = [ref for ref in obj["metadata"].get("ownerReferences") or [] if ref.get("uid") != owner_uid]
             meta = {k: v for k, v in obj["metadata"].items() if k != "ownerReferences"}
-            self.commit(coll, key, {**obj, "metadata": {**meta, **({"ownerReferences": refs} if refs else {})}},
-                         obj, "MODIFIED")
+            self.commit(
+                coll, key, {**obj, "metadata": {**meta, **({"ownerReferences": refs} if refs else {})}}, obj, "MODIFIED"
+            )
 
     def _collect(self) -> None:
         """Background GC: delete orphaned dependents and finish terminating namespaces."""

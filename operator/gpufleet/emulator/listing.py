@@ -36,8 +36,14 @@ def _start_after(query: Mapping[str, str]) -> tuple[str, str] | None:
     return (namespace, name)
 
 
-def page(coll: Collection, resource: ResourceDef, namespace: str | None, predicate: Predicate | None,
-         query: Mapping[str, str], rv: int) -> JsonObj:
+def page(
+    coll: Collection,
+    resource: ResourceDef,
+    namespace: str | None,
+    predicate: Predicate | None,
+    query: Mapping[str, str],
+    rv: int,
+) -> JsonObj:
     """One page of a list (all of it without ``limit``), as ``<Kind>List``."""
     start = _start_after(query)
     limit = int(query.get("limit") or 0)

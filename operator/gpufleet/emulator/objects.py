@@ -18,8 +18,14 @@ from .resources import ResourceDef
 
 JsonObj = dict[str, Any]
 
-_SERVER_OWNED = ("uid", "creationTimestamp", "generation", "resourceVersion", "deletionTimestamp",
-                 "deletionGracePeriodSeconds")
+_SERVER_OWNED = (
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "resourceVersion",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+)
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -40,8 +46,10 @@ def name_problem(resource: ResourceDef, name: str) -> str | None:
             return "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-'"
         return None
     if len(name) > 253 or not _SUBDOMAIN.match(name):
-        return ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-                "'-' or '.', and must start and end with an alphanumeric character")
+        return (
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+            "'-' or '.', and must start and end with an alphanumeric character"
+        )
     return None
 
 

@@ -29,6 +29,7 @@ class ResourceDef:
     categories: tuple[str, ...] = ()
     status_subresource: bool = False
     schema: JsonObj | None = dataclasses.field(default=None, compare=False, hash=False)
+    printer_columns: tuple[JsonObj, ...] = dataclasses.field(default=(), compare=False, hash=False)
     verbs: tuple[str, ...] = ALL_VERBS
     stored: bool = True  # reviews are answered, never stored
 
@@ -63,12 +64,32 @@ BUILTINS: tuple[ResourceDef, ...] = (
     _builtin("", "v1", "configmaps", "ConfigMap", True, shortnames=("cm",)),
     _builtin("events.k8s.io", "v1", "events", "Event", True, shortnames=("ev",)),
     _builtin("coordination.k8s.io", "v1", "leases", "Lease", True),
-    _builtin("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
-             shortnames=("crd", "crds"), categories=("api-extensions",)),
-    _builtin("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False,
-             verbs=("create",), stored=False),
-    _builtin("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview", False,
-             verbs=("create",), stored=False),
+    _builtin(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        shortnames=("crd", "crds"),
+        categories=("api-extensions",),
+    ),
+    _builtin("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", False, verbs=("create",), stored=False),
+    _builtin(
+        "authorization.k8s.io",
+        "v1",
+        "subjectaccessreviews",
+        "SubjectAccessReview",
+        False,
+        verbs=("create",),
+        stored=False,
+    ),
+    # Stored, never enforced (the emulator's AccessTable does authorisation): served so that the
+    # chart's ServiceAccounts and RBAC objects can be installed and read back as on a cluster.
+    _builtin("", "v1", "serviceaccounts", "ServiceAccount", True, shortnames=("sa",)),
+    _builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
+    _builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
+    _builtin("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+    _builtin("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
 )
 
 CRDS = BUILTINS[6]
@@ -83,18 +104,21 @@ def from_crd(crd: JsonObj) -> list[ResourceDef]:
     for version in spec.get("versions", []):
         if not version.get("served", True):
             continue
-        defs.append(ResourceDef(
-            group=spec["group"],
-            version=version["name"],
-            plural=names["plural"],
-            kind=names["kind"],
-            namespaced=spec.get("scope", "Namespaced") == "Namespaced",
-            singular=names.get("singular", names["kind"].lower()),
-            shortnames=tuple(names.get("shortNames", ())),
-            categories=tuple(names.get("categories", ())),
-            status_subresource="status" in (version.get("subresources") or {}),
-            schema=(version.get("schema") or {}).get("openAPIV3Schema"),
-        ))
+        defs.append(
+            ResourceDef(
+                group=spec["group"],
+                version=version["name"],
+                plural=names["plural"],
+                kind=names["kind"],
+                namespaced=spec.get("scope", "Namespaced") == "Namespaced",
+                singular=names.get("singular", names["kind"].lower()),
+                shortnames=tuple(names.get("shortNames", ())),
+                categories=tuple(names.get("categories", ())),
+                status_subresource="status" in (version.get("subresources") or {}),
+                schema=(version.get("schema") or {}).get("openAPIV3Schema"),
+                printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
+            )
+        )
     return defs
 
 
@@ -103,17 +127,25 @@ def crd_problems(crd: JsonObj) -> list[JsonObj]:
     spec = crd.get("spec", {})
     names = spec.get("names", {})
     causes: list[JsonObj] = []
-    for field, value in (("spec.group", spec.get("group")), ("spec.names.plural", names.get("plural")),
-                         ("spec.names.kind", names.get("kind"))):
+    for field, value in (
+        ("spec.group", spec.get("group")),
+        ("spec.names.plural", names.get("plural")),
+        ("spec.names.kind", names.get("kind")),
+    ):
         if not value:
             causes.append({"reason": "FieldValueRequired", "field": field, "message": "Required value"})
     if not spec.get("versions"):
         causes.append({"reason": "FieldValueRequired", "field": "spec.versions", "message": "Required value"})
     expected = f"{names.get('plural')}.{spec.get('group')}"
     if not causes and crd.get("metadata", {}).get("name") != expected:
-        causes.append({"reason": "FieldValueInvalid", "field": "metadata.name",
-                       "message": f'Invalid value: "{crd.get("metadata", {}).get("name")}": '
-                                  f"must be spec.names.plural+\".\"+spec.group"})
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "field": "metadata.name",
+                "message": f'Invalid value: "{crd.get("metadata", {}).get("name")}": '
+                f'must be spec.names.plural+"."+spec.group',
+            }
+        )
     return causes
 
 
@@ -124,11 +156,24 @@ def established(crd: JsonObj) -> JsonObj:
     storage = next((v["name"] for v in spec.get("versions", []) if v.get("storage")), None)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     conditions = old_status.get("conditions") or [
-        {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-         "message": "no conflicts found", "lastTransitionTime": stamp},
-        {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-         "message": "the initial names have been accepted", "lastTransitionTime": stamp},
+        {
+            "type": "NamesAccepted",
+            "status": "True",
+            "reason": "NoConflicts",
+            "message": "no conflicts found",
+            "lastTransitionTime": stamp,
+        },
+        {
+            "type": "Established",
+            "status": "True",
+            "reason": "InitialNamesAccepted",
+            "message": "the initial names have been accepted",
+            "lastTransitionTime": stamp,
+        },
     ]
-    status = {"conditions": conditions, "acceptedNames": spec.get("names", {}),
-              "storedVersions": [storage] if storage else []}
+    status = {
+        "conditions": conditions,
+        "acceptedNames": spec.get("names", {}),
+        "storedVersions": [storage] if storage else [],
+    }
     return {**crd, "status": status}

@@ -51,8 +51,7 @@ def _resource_route(group: str, version: str, rest: list[str]) -> Route | None:
     if not rest:
         return Route("groupversion", group=group, version=version)
     namespace: str | None = None
-    is_namespace_sub = group == "" and len(rest) == 3 and rest[0] == "namespaces" and rest[2] in ("status",
-                                                                                                 "finalize")
+    is_namespace_sub = group == "" and len(rest) == 3 and rest[0] == "namespaces" and rest[2] in ("status", "finalize")
     if rest[0] == "namespaces" and len(rest) >= 3 and not is_namespace_sub:
         namespace, rest = rest[1], rest[2:]
     if len(rest) > 3:

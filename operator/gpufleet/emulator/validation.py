@@ -29,9 +29,10 @@ def prune_and_default(obj: JsonObj, schema: JsonObj, dropped: list[str] | None =
     """
     result: JsonObj = {key: obj[key] for key in _ROOT_KEEP if key in obj}
     body = {key: value for key, value in obj.items() if key not in _ROOT_KEEP}
-    body_schema = {**schema, "properties": {
-        k: v for k, v in schema.get("properties", {}).items() if k not in _ROOT_KEEP
-    }}
+    body_schema = {
+        **schema,
+        "properties": {k: v for k, v in schema.get("properties", {}).items() if k not in _ROOT_KEEP},
+    }
     processed = _prune(body, body_schema, "", dropped if dropped is not None else [])
     result.update(processed)
     return result
@@ -144,24 +145,40 @@ def _validate(value: Any, schema: JsonObj, path: str, causes: list[JsonObj]) -> 
     if value is None:
         if not schema.get("nullable"):
             expected = schema.get("type", "object")
-            causes.append(_cause("FieldValueTypeInvalid", path,
-                                 f'Invalid value: "null": {path} in body must be of type {expected}: "null"'))
+            causes.append(
+                _cause(
+                    "FieldValueTypeInvalid",
+                    path,
+                    f'Invalid value: "null": {path} in body must be of type {expected}: "null"',
+                )
+            )
         return
     if schema.get("x-kubernetes-int-or-string"):
         if not (isinstance(value, str) or _TYPES["integer"](value)):
-            causes.append(_cause("FieldValueTypeInvalid", path,
-                                 f"Invalid value: {_show(value)}: {path} in body must be of type int-or-string"))
+            causes.append(
+                _cause(
+                    "FieldValueTypeInvalid",
+                    path,
+                    f"Invalid value: {_show(value)}: {path} in body must be of type int-or-string",
+                )
+            )
         return
     expected = schema.get("type")
     if expected in _TYPES and not _TYPES[expected](value):
         actual = next((name for name, check in _TYPES.items() if check(value)), "null")
-        causes.append(_cause("FieldValueTypeInvalid", path,
-                             f'Invalid value: "{actual}": {path} in body must be of type {expected}: "{actual}"'))
+        causes.append(
+            _cause(
+                "FieldValueTypeInvalid",
+                path,
+                f'Invalid value: "{actual}": {path} in body must be of type {expected}: "{actual}"',
+            )
+        )
         return
     if "enum" in schema and value not in schema["enum"]:
         supported = ", ".join(_show(v) for v in schema["enum"])
-        causes.append(_cause("FieldValueNotSupported", path,
-                             f"Unsupported value: {_show(value)}: supported values: {supported}"))
+        causes.append(
+            _cause("FieldValueNotSupported", path, f"Unsupported value: {_show(value)}: supported values: {supported}")
+        )
     _validate_bounds(value, schema, path, causes)
     if isinstance(value, str):
         _validate_string(value, schema, path, causes)
@@ -179,34 +196,54 @@ def _validate_bounds(value: Any, schema: JsonObj, path: str, causes: list[JsonOb
         exclusive = bool(schema.get("exclusiveMinimum"))
         if value < schema["minimum"] or (exclusive and value == schema["minimum"]):
             words = "greater than" if exclusive else "greater than or equal to"
-            causes.append(_cause("FieldValueInvalid", path,
-                                 f"Invalid value: {_show(value)}: {path} in body should be {words} "
-                                 f"{schema['minimum']}"))
+            causes.append(
+                _cause(
+                    "FieldValueInvalid",
+                    path,
+                    f"Invalid value: {_show(value)}: {path} in body should be {words} {schema['minimum']}",
+                )
+            )
     if "maximum" in schema:
         exclusive = bool(schema.get("exclusiveMaximum"))
         if value > schema["maximum"] or (exclusive and value == schema["maximum"]):
             words = "less than" if exclusive else "less than or equal to"
-            causes.append(_cause("FieldValueInvalid", path,
-                                 f"Invalid value: {_show(value)}: {path} in body should be {words} "
-                                 f"{schema['maximum']}"))
+            causes.append(
+                _cause(
+                    "FieldValueInvalid",
+                    path,
+                    f"Invalid value: {_show(value)}: {path} in body should be {words} {schema['maximum']}",
+                )
+            )
 
 
 def _validate_string(value: str, schema: JsonObj, path: str, causes: list[JsonObj]) -> None:
     if "maxLength" in schema and len(value) > schema["maxLength"]:
-        causes.append(_cause("FieldValueTooLong", path,
-                             f"Too long: may not be more than {schema['maxLength']} bytes"))
+        causes.append(_cause("FieldValueTooLong", path, f"Too long: may not be more than {schema['maxLength']} bytes"))
     if "minLength" in schema and len(value) < schema["minLength"]:
-        causes.append(_cause("FieldValueInvalid", path,
-                             f"Invalid value: {_show(value)}: {path} in body should be at least "
-                             f"{schema['minLength']} chars long"))
+        causes.append(
+            _cause(
+                "FieldValueInvalid",
+                path,
+                f"Invalid value: {_show(value)}: {path} in body should be at least {schema['minLength']} chars long",
+            )
+        )
     if "pattern" in schema and not re.search(schema["pattern"], value):
-        causes.append(_cause("FieldValueInvalid", path,
-                             f"Invalid value: {_show(value)}: {path} in body should match '{schema['pattern']}'"))
+        causes.append(
+            _cause(
+                "FieldValueInvalid",
+                path,
+                f"Invalid value: {_show(value)}: {path} in body should match '{schema['pattern']}'",
+            )
+        )
     check = _FORMATS.get(schema.get("format", ""))
     if check is not None and not check(value):
-        causes.append(_cause("FieldValueInvalid", path,
-                             f"Invalid value: {_show(value)}: {path} in body must be of type "
-                             f"{schema['format']}: {_show(value)}"))
+        causes.append(
+            _cause(
+                "FieldValueInvalid",
+                path,
+                f"Invalid value: {_show(value)}: {path} in body must be of type {schema['format']}: {_show(value)}",
+            )
+        )
 
 
 def _validate_object(value: JsonObj, schema: JsonObj, path: str, causes: list[JsonObj]) -> None:
@@ -221,18 +258,26 @@ def _validate_object(value: JsonObj, schema: JsonObj, path: str, causes: list[Js
         elif isinstance(additional, dict):
             _validate(item, additional, f"{path}.{key}", causes)
     if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-        causes.append(_cause("FieldValueTooMany", path,
-                             f"Too many: {len(value)}: must have at most {schema['maxProperties']} items"))
+        causes.append(
+            _cause(
+                "FieldValueTooMany", path, f"Too many: {len(value)}: must have at most {schema['maxProperties']} items"
+            )
+        )
 
 
 def _validate_array(value: list[Any], schema: JsonObj, path: str, causes: list[JsonObj]) -> None:
     if "maxItems" in schema and len(value) > schema["maxItems"]:
-        causes.append(_cause("FieldValueTooMany", path,
-                             f"Too many: {len(value)}: must have at most {schema['maxItems']} items"))
+        causes.append(
+            _cause("FieldValueTooMany", path, f"Too many: {len(value)}: must have at most {schema['maxItems']} items")
+        )
     if "minItems" in schema and len(value) < schema["minItems"]:
-        causes.append(_cause("FieldValueInvalid", path,
-                             f"Invalid value: {len(value)}: {path} in body should have at least "
-                             f"{schema['minItems']} items"))
+        causes.append(
+            _cause(
+                "FieldValueInvalid",
+                path,
+                f"Invalid value: {len(value)}: {path} in body should have at least {schema['minItems']} items",
+            )
+        )
     items = schema.get("items")
     if isinstance(items, dict):
         for index, item in enumerate(value):
@@ -255,6 +300,10 @@ def _validate_combinators(value: Any, schema: JsonObj, path: str, causes: list[J
         if passing == 0 or (keyword == "oneOf" and passing > 1):
             causes.extend(failures)
             words = "one and only one" if keyword == "oneOf" else "at least one"
-            causes.append(_cause("FieldValueInvalid", path,
-                                 f"Invalid value: {_show(value)}: {path} in body must validate {words} "
-                                 f"schema ({keyword})"))
+            causes.append(
+                _cause(
+                    "FieldValueInvalid",
+                    path,
+                    f"Invalid value: {_show(value)}: {path} in body must validate {words} schema ({keyword})",
+                )
+            )

@@ -21,6 +21,13 @@ from .store import Collection, Event, Predicate, Watcher
 
 JsonObj = dict[str, Any]
 BOOKMARK_INTERVAL = 5.0
+# The spellings Go's strconv.ParseBool takes as true: clients send "true", "1" or Python's "True".
+_TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
+
+
+def query_flag(query: Mapping[str, str], name: str) -> bool:
+    """A boolean query parameter read the way the API server reads it."""
+    return query.get(name, "") in _TRUE
 
 
 def _error_line(error: ApiError) -> bytes:
@@ -79,13 +86,16 @@ async def _pump(
         await response.write(b"".join(event.line for event in backlog))
     timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
     deadline = time.monotonic() + timeout if timeout is not None else None
-    bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+    bookmarks = query_flag(query, "allowWatchBookmarks")
     while True:
         remaining = deadline - time.monotonic() if deadline is not None else None
         if remaining is not None and remaining <= 0:
             return
-        wait = min(remaining, BOOKMARK_INTERVAL) if bookmarks and remaining is not None else (
-            BOOKMARK_INTERVAL if bookmarks else remaining)
+        wait = (
+            min(remaining, BOOKMARK_INTERVAL)
+            if bookmarks and remaining is not None
+            else (BOOKMARK_INTERVAL if bookmarks else remaining)
+        )
         try:
             first = await asyncio.wait_for(watcher.queue.get(), timeout=wait)
         except TimeoutError:
