@@ -22,5 +22,9 @@ async def api_client(kubeconfig: str | None = None) -> client.ApiClient:
             return client.ApiClient(configuration)
         except ConfigException:
             pass
-    await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    # Read $KUBECONFIG now rather than the library's copy taken at import time, so a process that
+    # points itself at a cluster after start-up (gpufleet dev, tests) is honoured.
+    await config.load_kube_config(
+        config_file=kubeconfig or os.environ.get("KUBECONFIG"), client_configuration=configuration
+    )
     return client.ApiClient(configuration)

@@ -43,7 +43,7 @@ class Settings(pydantic_settings.BaseSettings):
     )
 
     namespace: str = "gpufleet"
-    """Namespace of the operator: agent-token Secrets, Events of namespaced objects and the peering Lease."""
+    """Namespace of the operator and the facade: agent-token Secrets and the KopfPeering object."""
     grace_period_seconds: PositiveSeconds = 50.0
     """A host is offline when no newer heartbeat was observed for this long (Kubernetes' node-monitor grace)."""
     heartbeat_interval_seconds: PositiveSeconds = 10.0
@@ -54,6 +54,8 @@ class Settings(pydantic_settings.BaseSettings):
     """Name of the Kopf peering object used for leader election."""
     metrics_port: Port = 9090
     """Port of the operator's Prometheus `/metrics` endpoint (0 disables it)."""
+    liveness_port: Port = 8081
+    """Port of the operator's `/healthz`, answered by Kopf while its tasks are alive (0 disables it)."""
     log_level: str = "INFO"
     """Python log level name."""
     log_format: LogFormat = LogFormat.JSON

@@ -1,0 +1,186 @@
+"""Running the operator: restarts, leader election between replicas, and its metrics."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from controller_support import GRACE, Fleet, Operator, eventually
+from kubernetes_asyncio import client
+
+from gpufleet import settings
+from gpufleet.api import crds
+from gpufleet.controller import main
+
+
+async def _state_is(fleet: Fleet, name: str, state: str) -> bool:
+    return (await fleet.status(name)).get("state") == state
+
+
+async def _keep_heartbeating(fleet: Fleet, name: str) -> None:
+    while True:
+        await fleet.heartbeat(name)
+        await asyncio.sleep(GRACE / 4)
+
+
+async def test_heartbeating_host_stays_online_across_an_operator_restart(fleet: Fleet, operator: Operator) -> None:
+    name = await fleet.apply_host()
+    beating = asyncio.create_task(_keep_heartbeating(fleet, name))
+    try:
+        await eventually(lambda: _state_is(fleet, name, "online"))
+        await operator.stop()
+        await asyncio.sleep(GRACE / 2)
+        await operator.start()
+        until = time.monotonic() + 2 * GRACE
+        while time.monotonic() < until:
+            assert await _state_is(fleet, name, "online")
+            await asyncio.sleep(0.05)
+    finally:
+        beating.cancel()
+    assert "HostOffline" not in await fleet.event_reasons(name)
+
+
+async def test_host_silent_while_the_operator_was_down_goes_offline_within_a_grace_period(
+    fleet: Fleet, operator: Operator
+) -> None:
+    name = await fleet.apply_host()
+    await fleet.heartbeat(name)
+    await eventually(lambda: _state_is(fleet, name, "online"))
+    await operator.stop()
+    await asyncio.sleep(2 * GRACE)  # the host's heartbeats stopped; nobody noticed
+    assert await _state_is(fleet, name, "online")
+
+    await operator.start()
+    took = await eventually(lambda: _state_is(fleet, name, "offline"), within=3 * GRACE)
+    assert GRACE * 0.9 <= took <= GRACE + 0.5
+
+
+@pytest.fixture
+def peered(config: settings.Settings, apply_crd: object) -> settings.Settings:
+    apply_crd(crds.kopf_peering_crd())  # type: ignore[operator]
+    return config.model_copy(update={"leader_election": True, "peering_name": "gpufleet-test"})
+
+
+@pytest.fixture
+async def peering_object(peered: settings.Settings, async_api_client: client.ApiClient) -> AsyncIterator[None]:
+    custom = client.CustomObjectsApi(async_api_client)
+    body = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": peered.peering_name}}
+    await custom.create_namespaced_custom_object("kopf.dev", "v1", peered.namespace, "kopfpeerings", body)
+    yield
+
+
+async def test_two_replicas_never_both_act_and_the_survivor_takes_over(
+    peered: settings.Settings, peering_object: None, async_api_client: client.ApiClient
+) -> None:
+    first, second = Operator(peered), Operator(peered)
+    await first.start()
+    await second.start()
+    users = Fleet(async_api_client, peered.namespace)
+    try:
+        await asyncio.sleep(2.5)  # the replicas see each other in the peering object (read every second)
+        name = await users.apply_host()
+        await users.heartbeat(name)
+        await eventually(lambda: _state_is(users, name, "online"))
+        await eventually(lambda: _state_is(users, name, "offline"), within=3 * GRACE)
+        await asyncio.sleep(0.3)
+        actors = {e.reporting_instance for e in await users.events_of(name)}
+        assert len(actors) == 1
+
+        leader = first if first.identity in actors else second
+        survivor = second if leader is first else first
+        await leader.stop()
+        await users.heartbeat(name)
+        await eventually(lambda: _state_is(users, name, "online"))
+        assert {e.reporting_instance for e in await users.events_of(name)} - actors == {survivor.identity}
+    finally:
+        for name in users.created:
+            await users.delete_host(name)
+        for name in users.created:
+            await eventually(lambda name=name: _gone(users, name))  # type: ignore[misc]
+        await first.stop()
+        await second.stop()
+
+
+async def _gone(users: Fleet, name: str) -> bool:
+    return not await users.exists(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_metrics_count_hosts_transitions_and_handler_latency(
+    config: settings.Settings, async_api_client: client.ApiClient
+) -> None:
+    port = _free_port()
+    running = await Operator(config.model_copy(update={"metrics_port": port})).start()
+    users = Fleet(async_api_client, config.namespace)
+    try:
+        name = await users.apply_host()
+        await users.heartbeat(name, healthStatus="healthy")
+        await eventually(lambda: _state_is(users, name, "online"))
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as reply:
+            text = await reply.text()
+        assert 'gpufleet_hosts{health="healthy",state="online"}' in text
+        assert 'gpufleet_host_transitions_total{state="online"}' in text
+        assert 'gpufleet_handler_duration_seconds_count{handler="host_event"}' in text
+        assert "gpufleet_heartbeat_age_max_seconds" in text
+        assert "gpufleet_gpus" in text
+    finally:
+        for name in users.created:
+            await users.delete_host(name)
+            await eventually(lambda name=name: _gone(users, name))  # type: ignore[misc]
+        await running.stop()
+
+
+@pytest.mark.emulator
+async def test_operator_keeps_working_across_an_api_server_restart(fleet: Fleet, emulated_cluster: Any) -> None:
+    name = await fleet.apply_host()
+    await fleet.heartbeat(name)
+    await eventually(lambda: _state_is(fleet, name, "online"))
+    await asyncio.to_thread(emulated_cluster.restart)  # every watch breaks; the objects stay
+    await fleet.heartbeat(name, reportedState="offline")
+    await eventually(lambda: _state_is(fleet, name, "offline"), within=5)
+    await fleet.heartbeat(name, reportedState="online")
+    await eventually(lambda: _state_is(fleet, name, "online"), within=5)
+
+
+def test_invalid_settings_stop_the_operator_with_a_clear_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GPUFLEET_GRACE_PERIOD_SECONDS", "-5")
+    assert main.run(argparse.Namespace()) == 2
+    error = capsys.readouterr().err
+    assert "invalid settings" in error and "grace_period_seconds" in error
+
+
+@pytest.mark.emulator
+async def test_watch_history_lost_is_relisted_and_liveness_goes_on(fleet: Fleet, emulator: Any) -> None:
+    name = await fleet.apply_host()
+    await fleet.heartbeat(name)
+    await eventually(lambda: _state_is(fleet, name, "online"))
+    await asyncio.to_thread(emulator.compact)  # resuming from any version seen so far answers 410
+    await asyncio.to_thread(emulator.drop_watches)
+    await fleet.heartbeat(name, reportedState="offline")
+    await eventually(lambda: _state_is(fleet, name, "offline"), within=5)
+
+
+@pytest.mark.emulator
+async def test_a_failed_offline_write_is_retried(fleet: Fleet, emulator: Any) -> None:
+    name = await fleet.apply_host()
+    await fleet.heartbeat(name)
+    await eventually(lambda: _state_is(fleet, name, "online"))
+    emulator.faults.fail_next(
+        2, status=503, predicate=lambda request: request.method == "PATCH" and request.path.endswith(f"{name}/status")
+    )
+    took = await eventually(lambda: _state_is(fleet, name, "offline"), within=3 * GRACE)
+    assert took < GRACE + 1.5

@@ -1,0 +1,117 @@
+"""What belongs to a Host: its GPU counts, its agent token, and clean deletion of both."""
+
+from __future__ import annotations
+
+import pytest
+from controller_support import Fleet, eventually
+from kubernetes_asyncio.client import exceptions
+
+from gpufleet import tokens
+from gpufleet.api import meta
+
+
+async def _gpus_are(fleet: Fleet, name: str, used: int, total: int) -> bool:
+    status = await fleet.status(name)
+    return (status.get("usedGpu"), status.get("totalGpu"), status.get("gpus")) == (used, total, f"{used}/{total}")
+
+
+async def test_gpu_counts_follow_gpu_resources(fleet: Fleet) -> None:
+    name = await fleet.apply_host()
+    first = await fleet.create_gpu(name, 0)
+    second = await fleet.create_gpu(name, 1, state="allocated")
+    await eventually(lambda: _gpus_are(fleet, name, used=1, total=2))
+
+    await fleet.set_gpu_state(first, "allocated")
+    await eventually(lambda: _gpus_are(fleet, name, used=2, total=2))
+
+    await fleet.delete_gpu(second)
+    await eventually(lambda: _gpus_are(fleet, name, used=1, total=1))
+
+
+async def test_host_without_gpu_resources_counts_what_its_agent_reports(fleet: Fleet) -> None:
+    name = await fleet.apply_host()
+    await fleet.heartbeat(name, reportedUsedGpu=3)
+    await eventually(lambda: _gpus_are(fleet, name, used=3, total=0))
+
+
+async def test_applied_host_gets_an_agent_token_secret(fleet: Fleet) -> None:
+    name = await fleet.apply_host()
+
+    async def issued() -> bool:
+        return await fleet.token_secret(name) is not None
+
+    await eventually(issued)
+    secret = await fleet.token_secret(name)
+    assert secret.type == tokens.SECRET_TYPE
+    assert secret.metadata.labels == {meta.HOST_LABEL: name, meta.MANAGED_BY_LABEL: meta.MANAGED_BY}
+    owner = secret.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.uid) == ("Host", name, (await fleet.get(name))["metadata"]["uid"])
+    token = tokens.token_from_secret({"data": secret.data})
+    assert token is not None and token.startswith(tokens.PREFIX) and len(token) == len(tokens.PREFIX) + 43
+    [issued] = [e for e in await fleet.events_of(name) if e.reason == "TokenIssued"]
+    assert token not in issued.message
+
+
+async def test_deleting_the_token_secret_rotates_the_token(fleet: Fleet) -> None:
+    name = await fleet.apply_host()
+
+    async def issued() -> bool:
+        return await fleet.token_secret(name) is not None
+
+    await eventually(issued)
+    old = tokens.token_from_secret({"data": (await fleet.token_secret(name)).data})
+    await fleet.core.delete_namespaced_secret(tokens.secret_name(name), fleet.namespace)
+    await eventually(issued)
+    new = tokens.token_from_secret({"data": (await fleet.token_secret(name)).data})
+    assert new != old
+
+
+async def test_token_made_by_the_facade_is_kept(fleet: Fleet) -> None:
+    name = fleet.new_name()
+    manifest = tokens.secret_manifest(host_name=name, host_uid="", namespace=fleet.namespace, token="gfa_facade")
+    await fleet.core.create_namespaced_secret(fleet.namespace, manifest)
+    await fleet.apply_host(name)
+    await eventually(lambda: _state_is_set(fleet, name))
+    secret = await fleet.token_secret(name)
+    assert tokens.token_from_secret({"data": secret.data}) == "gfa_facade"
+
+
+async def test_deleting_a_host_removes_its_gpus_and_token_and_nothing_resurrects_it(fleet: Fleet) -> None:
+    name = await fleet.apply_host()
+    await fleet.create_gpu(name, 0)
+    await fleet.create_gpu(name, 1)
+    await fleet.heartbeat(name)
+    await eventually(lambda: _gpus_are(fleet, name, used=0, total=2))
+    await eventually(lambda: _has_finalizer(fleet, name))
+
+    await fleet.delete_host(name)
+
+    async def gone() -> bool:
+        return not await fleet.exists(name)
+
+    await eventually(gone)
+    assert await fleet.gpu_names(name) == []
+    assert await fleet.token_secret(name) is None
+    with pytest.raises(exceptions.ApiException) as late:
+        await fleet.heartbeat(name)
+    assert late.value.status in (404, 410)
+    assert not await fleet.exists(name)
+
+
+async def test_host_deleted_before_the_operator_saw_it_leaves_nothing_behind(fleet: Fleet) -> None:
+    name = await fleet.apply_host()
+    await fleet.create_gpu(name, 0)
+    await fleet.delete_host(name)
+
+    async def nothing_left() -> bool:
+        return not await fleet.exists(name) and not await fleet.gpu_names(name) and not await fleet.token_secret(name)
+
+    await eventually(nothing_left)
+
+
+async def _state_is_set(fleet: Fleet, name: str) -> bool:
+    return (await fleet.status(name)).get("state") is not None
+
+
+async def _has_finalizer(fleet: Fleet, name: str) -> bool:
+    return meta.CLEANUP_FINALIZER in (await fleet.get(name))["metadata"].get("finalizers", [])
