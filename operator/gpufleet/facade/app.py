@@ -1,0 +1,101 @@
+"""The facade's aiohttp application: routes, middlewares, and the caches it starts and stops.
+
+`create_app` is all a caller needs (tests, `serve`, `gpufleet dev`): the API client is opened
+and the informers run in the app's cleanup context, so they live exactly as long as the app
+runs, and `/readyz` turns ready once every cache has completed its first list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gpufleet import kube
+from gpufleet.facade import auth, cache, errors, kubeapi, metrics, openapi, routes
+from gpufleet.settings import AuthMode, Settings
+
+
+def create_app(settings: Settings, *, kubeconfig: str | None = None) -> web.Application:
+    """The facade for `settings`, talking to the cluster of `kubeconfig` (default: in-cluster or $KUBECONFIG)."""
+    app_metrics = metrics.Metrics()
+    app = web.Application(
+        middlewares=[app_metrics.middleware, errors.envelope], client_max_size=settings.max_body_bytes
+    )
+    app[routes.SERVICES] = services = _services(settings)
+    for informer in services.informers:
+        app_metrics.observe(informer)
+    app.cleanup_ctx.append(lambda app: _connected(services, kubeconfig))
+    routes.add_routes(app)
+    document = openapi.document(settings)
+
+    async def serve_document(request: web.Request) -> web.Response:
+        return errors.json_response(document)
+
+    app.router.add_get(openapi.PATH, serve_document, allow_head=False)
+    app.router.add_get("/healthz", _healthz, allow_head=False)
+    app.router.add_get("/readyz", _readyz, allow_head=False)
+    app.router.add_get("/metrics", app_metrics.handler, allow_head=False)
+    return app
+
+
+def _services(settings: Settings) -> routes.Services:
+    k8s = kubeapi.Kubernetes(timeout=settings.api_timeout_seconds, namespace=settings.namespace)
+    hosts = cache.Store(indexers=routes.host_indexers())
+    gpus = cache.Store(indexers=routes.gpu_indexers())
+    secrets = auth.agent_token_store()
+    timeout = settings.api_timeout_seconds
+    informers = [
+        cache.Informer("hosts", hosts, k8s.list_hosts, timeout=timeout),
+        cache.Informer("gpus", gpus, k8s.list_gpus, timeout=timeout),
+        cache.Informer("agent-token-secrets", secrets, k8s.list_agent_token_secrets, timeout=timeout),
+    ]
+    callers: auth.Authorizer
+    if settings.auth_mode is AuthMode.STATIC:
+        assert settings.static_tokens_file is not None  # Settings validates this
+        callers = auth.StaticTokens.load(settings.static_tokens_file)
+    else:
+        callers = auth.KubernetesReviews(k8s)
+    agent_tokens = auth.AgentTokens(secrets)
+    return routes.Services(
+        settings=settings,
+        kube=k8s,
+        hosts=hosts,
+        gpus=gpus,
+        informers=informers,
+        guard=auth.Guard(callers, agent_tokens),
+        agent_tokens=agent_tokens,
+    )
+
+
+async def _connected(services: routes.Services, kubeconfig: str | None) -> AsyncIterator[None]:
+    # kubernetes_asyncio reads $KUBECONFIG once, when imported; `gpufleet dev` and tests set it later.
+    async with await kube.api_client(kubeconfig or os.environ.get("KUBECONFIG")) as api:
+        services.kube.connect(api)
+        tasks = [asyncio.create_task(i.run(), name=f"facade informer {i.resource}") for i in services.informers]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def wait_synced(app: web.Application) -> None:
+    """Return once every cache has completed its first list."""
+    await asyncio.gather(*(informer.synced.wait() for informer in app[routes.SERVICES].informers))
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    if not request.app[routes.SERVICES].synced():
+        return web.Response(status=503, text="caches are syncing")
+    return web.Response(text="ok")

@@ -1,0 +1,182 @@
+"""The facade's calls to the Kubernetes API, each bounded by the configured timeout.
+
+A caller must get an answer quickly even when the API server is down or hanging, so every call
+here either returns within `api_timeout_seconds` or becomes a 503 in the envelope. API errors a
+handler can act on (404 Not Found, 409 Already Exists or Conflict) are raised as
+`kubernetes_asyncio` ApiExceptions for it to translate; the API's own validation refusing an
+object becomes a 422 carrying the API's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client import exceptions
+
+from gpufleet.api import gpu, host, meta
+from gpufleet.facade import errors
+
+T = TypeVar("T")
+Obj = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+
+ApiException = exceptions.ApiException
+
+
+def api_message(exc: exceptions.ApiException) -> str:
+    """The message of the API's Status body, or its reason."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except ValueError:
+        message = None
+    return str(message or exc.reason or f"HTTP {exc.status}")
+
+
+class Kubernetes:
+    """Hosts, their token Secrets and auth reviews, through one API client."""
+
+    # Typed as Any: dict bodies and `_content_type`/`_preload_content` are sent as is, which the
+    # generated signatures (typed for model objects) do not describe.
+    objects: Any
+    core: Any
+    _authn: Any
+    _authz: Any
+
+    def __init__(self, *, timeout: float, namespace: str) -> None:
+        self.timeout = timeout
+        self.namespace = namespace
+
+    def connect(self, api: client.ApiClient) -> None:
+        """Use this API client from now on (the app connects at start-up, once the kubeconfig is read)."""
+        self.objects = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self._authn = client.AuthenticationV1Api(api)
+        self._authz = client.AuthorizationV1Api(api)
+        _stop_consulting_the_environment(api)
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await call
+        except TimeoutError:
+            raise errors.FacadeError(errors.KUBERNETES_UNAVAILABLE, f"no answer within {self.timeout:g}s") from None
+        except (aiohttp.ClientError, OSError):
+            raise errors.FacadeError(errors.KUBERNETES_UNAVAILABLE, "unreachable") from None
+        except exceptions.ApiException as exc:
+            if exc.status == 429 or exc.status >= 500:
+                raise errors.FacadeError(errors.KUBERNETES_UNAVAILABLE, api_message(exc)) from None
+            if exc.status == 422:
+                raise errors.FacadeError(errors.REJECTED, api_message(exc)) from None
+            raise
+
+    # ----- lists for the informers (raw responses, not bounded: informers bound them themselves) -------
+
+    def list_hosts(self, **kwargs: Any) -> Awaitable[aiohttp.ClientResponse]:
+        response: Awaitable[aiohttp.ClientResponse] = self.objects.list_cluster_custom_object(
+            meta.GROUP, meta.VERSION, host.PLURAL, **kwargs
+        )
+        return response
+
+    def list_gpus(self, **kwargs: Any) -> Awaitable[aiohttp.ClientResponse]:
+        response: Awaitable[aiohttp.ClientResponse] = self.objects.list_cluster_custom_object(
+            meta.GROUP, meta.VERSION, gpu.PLURAL, **kwargs
+        )
+        return response
+
+    def list_agent_token_secrets(self, **kwargs: Any) -> Awaitable[aiohttp.ClientResponse]:
+        selector = f"{meta.MANAGED_BY_LABEL}={meta.MANAGED_BY},{meta.HOST_LABEL}"
+        response: Awaitable[aiohttp.ClientResponse] = self.core.list_namespaced_secret(
+            self.namespace, label_selector=selector, **kwargs
+        )
+        return response
+
+    # ----- writes ----------------------------------------------------------------------------------------
+
+    async def create_host(self, body: Obj) -> Obj:
+        result: Obj = await self._call(
+            self.objects.create_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, body)
+        )
+        return result
+
+    async def create_secret(self, body: Obj) -> Obj:
+        """Create a Secret; returns the manifest sent with the resourceVersion the API gave it."""
+        created = await self._call(self.core.create_namespaced_secret(self.namespace, body))
+        return {**body, "metadata": {**body["metadata"], "resourceVersion": created.metadata.resource_version}}
+
+    async def read_secret(self, name: str) -> Obj:
+        """A Secret of the namespace as the API stores it (base64 data), raw."""
+        response = await self._call(self.core.read_namespaced_secret(name, self.namespace, _preload_content=False))
+        async with response:
+            result: Obj = json.loads(await response.read())
+            return result
+
+    async def patch_host(self, name: str, patch: Obj) -> Obj:
+        result: Obj = await self._call(
+            self.objects.patch_cluster_custom_object(
+                meta.GROUP, meta.VERSION, host.PLURAL, name, patch, _content_type=MERGE_PATCH
+            )
+        )
+        return result
+
+    async def patch_host_status(self, name: str, patch: Obj) -> Obj:
+        result: Obj = await self._call(
+            self.objects.patch_cluster_custom_object_status(
+                meta.GROUP, meta.VERSION, host.PLURAL, name, patch, _content_type=MERGE_PATCH
+            )
+        )
+        return result
+
+    async def delete_host(self, name: str) -> Obj:
+        result: Obj = await self._call(
+            self.objects.delete_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, name)
+        )
+        return result
+
+    # ----- reviews -------------------------------------------------------------------------------------------
+
+    async def token_review(self, token: str) -> Obj | None:
+        """The user a token authenticates as (username, uid, groups, extra), or None."""
+        review = await self._call(
+            self._authn.create_token_review(
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+            )
+        )
+        status = review.status
+        if status is None or not status.authenticated or status.user is None:
+            return None
+        user = status.user
+        return {"user": user.username, "uid": user.uid, "groups": user.groups or [], "extra": user.extra or {}}
+
+    async def access_review(self, user: Obj, *, verb: str, group: str, resource: str) -> bool:
+        """Whether RBAC lets this user `verb` the `group` `resource`."""
+        spec = {
+            **{k: v for k, v in user.items() if v},
+            "resourceAttributes": {"verb": verb, "group": group, "resource": resource},
+        }
+        review = await self._call(
+            self._authz.create_subject_access_review(
+                {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+            )
+        )
+        return bool(review.status is not None and review.status.allowed)
+
+
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NETRC")
+
+
+def _stop_consulting_the_environment(api: client.ApiClient) -> None:
+    """Skip aiohttp's per-request netrc and proxy-variable lookups when no proxy is configured.
+
+    kubernetes_asyncio opens its session with `trust_env=True`, which makes every request hop to
+    a thread twice (netrc, then proxy variables): about 1 ms added to each heartbeat. Without
+    proxy variables those lookups find nothing, so they are skipped.
+    """
+    session = getattr(api.rest_client, "pool_manager", None)
+    if isinstance(session, aiohttp.ClientSession) and not any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        session._trust_env = False

@@ -1,0 +1,77 @@
+"""Prometheus metrics of the facade: requests, latency, and how big and how fresh the caches are.
+
+Each app has its own registry, so tests and `gpufleet dev` can run several facades (and the
+operator, with its own metrics) in one process without name clashes.
+"""
+
+from __future__ import annotations
+
+import time
+
+import prometheus_client
+from aiohttp import web
+
+from gpufleet.facade import cache, errors
+
+PREFIX = "gpufleet_facade_"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = prometheus_client.CollectorRegistry(auto_describe=True)
+        self.requests = prometheus_client.Counter(
+            f"{PREFIX}requests",
+            "REST requests answered, by route, method and HTTP status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = prometheus_client.Histogram(
+            f"{PREFIX}request_duration_seconds",
+            "Time to answer a REST request, by route and method.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.cache_objects = prometheus_client.Gauge(
+            f"{PREFIX}cache_objects",
+            "Objects in an informer cache.",
+            ["resource"],
+            registry=self.registry,
+        )
+        self.cache_staleness = prometheus_client.Gauge(
+            f"{PREFIX}cache_staleness_seconds",
+            "Seconds since the Kubernetes API last confirmed an informer cache (list, event or bookmark).",
+            ["resource"],
+            registry=self.registry,
+        )
+
+    def observe(self, informer: cache.Informer) -> None:
+        """Export an informer's size and staleness, read at scrape time."""
+        store = informer.store
+        self.cache_objects.labels(informer.resource).set_function(lambda: len(store))
+        self.cache_staleness.labels(informer.resource).set_function(informer.staleness)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: errors.Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            self.requests.labels(route, request.method, str(status)).inc()
+            self.latency.labels(route, request.method).observe(time.perf_counter() - started)
+
+    async def handler(self, request: web.Request) -> web.Response:
+        """`GET /metrics` in the Prometheus text format."""
+        return web.Response(
+            body=prometheus_client.generate_latest(self.registry),
+            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+        )

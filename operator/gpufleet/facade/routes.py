@@ -1,0 +1,342 @@
+"""The seven operations of the legacy API, as thin handlers over the caches and the API calls.
+
+Each handler checks access first, then the input, then does one thing: reads come from the
+informer caches, writes go to the Kubernetes API and their results are applied to the caches at
+once, so the caller reads its own writes. Success messages are the API document's, byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import secrets
+import string
+from typing import Any, TypeVar
+
+import pydantic
+from aiohttp import web
+
+from gpufleet import tokens
+from gpufleet.api import host, meta
+from gpufleet.facade import auth, cache, errors, kubeapi, schemas, translate
+from gpufleet.settings import Settings
+
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+REGISTERED = "主机注册成功"
+UPDATED = "更新成功"
+HEARTBEAT_RECEIVED = "心跳上报成功"
+SUCCESS = "success"
+
+HOST_ID_ALPHABET = string.ascii_lowercase + string.digits
+HOST_ID_ATTEMPTS = 5
+
+
+@dataclasses.dataclass
+class Services:
+    """What the handlers work with; built at start-up by `app`."""
+
+    settings: Settings
+    kube: kubeapi.Kubernetes
+    hosts: cache.Store
+    gpus: cache.Store
+    informers: list[cache.Informer]
+    guard: auth.Guard
+    agent_tokens: auth.AgentTokens
+    #: One registration at a time, so two calls with the same IP cannot both pass the duplicate check.
+    registering: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    _order: tuple[int, list[str]] = (-1, [])
+    _selections: dict[tuple[str | None, str | None], tuple[int, list[str]]] = dataclasses.field(default_factory=dict)
+
+    def synced(self) -> bool:
+        return all(informer.synced.is_set() for informer in self.informers)
+
+    def host_names(self, status: str | None = None, os_type: str | None = None) -> list[str]:
+        """Names of the hosts matching the filters, by creation time then name.
+
+        The full order only changes when hosts come or go; a filtered selection whenever a host
+        changes. Both are cached, so a page costs a slice, not a sort or a scan of the fleet.
+        """
+        if self._order[0] != self.hosts.membership:
+            keys = sorted(
+                (obj["metadata"].get("creationTimestamp") or "", obj["metadata"]["name"]) for obj in self.hosts.values()
+            )
+            self._order = (self.hosts.membership, [name for _, name in keys])
+        if status is None and os_type is None:
+            return self._order[1]
+        cached = self._selections.get((status, os_type))
+        if cached is not None and cached[0] == self.hosts.generation:
+            return cached[1]
+        selected = []
+        for name in self._order[1]:
+            obj = self.hosts.get(name)
+            if (
+                obj is not None
+                and (status is None or translate.state(obj) == status)
+                and (os_type is None or translate.os_type(obj) == os_type)
+            ):
+                selected.append(name)
+        self._selections[(status, os_type)] = (self.hosts.generation, selected)
+        return selected
+
+
+SERVICES = web.AppKey("services", Services)
+
+
+def envelope(data: Any = None, message: str = SUCCESS, *, status: int = 200) -> web.Response:
+    body: dict[str, Any] = {"code": 0, "message": message}
+    if data is not None:
+        body["data"] = data
+    return errors.json_response(body, status=status)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def read_body(request: web.Request, model: type[M], max_bytes: int) -> M:
+    """The body as `model`: 415 unless JSON, 413 when too large, 400 when malformed or invalid."""
+    if request.content_type != "application/json":
+        raise errors.FacadeError(errors.UNSUPPORTED_MEDIA_TYPE)
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise errors.FacadeError(errors.BODY_TOO_LARGE, f"the limit is {max_bytes} bytes")
+    raw = await request.read()
+    try:
+        json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise errors.FacadeError(errors.MALFORMED_JSON, str(error)) from None
+    try:
+        return model.model_validate_json(raw)
+    except pydantic.ValidationError as error:
+        raise invalid_body(error) from None
+
+
+def invalid_body(error: pydantic.ValidationError) -> errors.FacadeError:
+    problems = [
+        {"field": ".".join(["body", *(str(part) for part in problem["loc"])]), "message": problem["msg"]}
+        for problem in error.errors(include_url=False, include_input=False)
+    ]
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+    return errors.FacadeError(errors.INVALID_BODY, summary, errors=problems)
+
+
+def _query_int(request: web.Request, name: str, default: int, maximum: int | None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    # ASCII digits only: int() would also take " 2", "+2", "1_0" and full-width digits.
+    value = int(raw) if raw.isascii() and raw.isdigit() else 0
+    if value < 1 or (maximum is not None and value > maximum):
+        limit = f"between 1 and {maximum}" if maximum is not None else "at least 1"
+        raise errors.FacadeError(errors.INVALID_QUERY, f"{name} must be an integer {limit}, not {raw!r}")
+    return value
+
+
+def _query_choice(request: web.Request, name: str, choices: list[str]) -> str | None:
+    raw = request.query.get(name)
+    if raw is not None and raw not in choices:
+        raise errors.FacadeError(errors.INVALID_QUERY, f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+    return raw
+
+
+def _ready(services: Services) -> None:
+    if not services.synced():
+        raise errors.FacadeError(errors.NOT_READY)
+
+
+def _host_or_404(services: Services, host_id: str) -> cache.Obj:
+    obj = services.hosts.get(host_id)
+    if obj is None:
+        raise errors.FacadeError(errors.HOST_NOT_FOUND, host_id)
+    return obj
+
+
+# ----- the seven operations -------------------------------------------------------------------------------
+
+
+async def register_host(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    await services.guard.require(request, auth.Access.CREATE)
+    body = await read_body(request, schemas.RegisterHost, services.settings.max_body_bytes)
+    try:
+        spec = translate.host_spec(body)
+    except pydantic.ValidationError as error:
+        raise invalid_body(error) from None
+    async with services.registering:
+        for existing in services.hosts.by("ip", spec.ip_address):
+            raise errors.FacadeError(
+                errors.DUPLICATE_IP,
+                f"{spec.ip_address} is registered as {existing['metadata']['name']}",
+            )
+        created = await _create_host(services, spec, body.labels)
+        services.hosts.apply(created)
+    name = created["metadata"]["name"]
+    try:
+        token = await _issue_token(services, name, created["metadata"]["uid"])
+    except Exception:
+        await _undo_registration(services, name)
+        raise
+    data = {"host_id": name, "name": body.name, "status": host.HostState.OFFLINE.value, "agent_token": token}
+    return envelope(data, REGISTERED, status=201)
+
+
+async def _create_host(services: Services, spec: host.HostSpec, labels: dict[str, str]) -> cache.Obj:
+    for _ in range(HOST_ID_ATTEMPTS):
+        name = "host-" + "".join(secrets.choice(HOST_ID_ALPHABET) for _ in range(10))
+        try:
+            return await services.kube.create_host(translate.host_manifest(name, spec, labels))
+        except kubeapi.ApiException as error:
+            if error.status != 409:
+                raise
+    raise errors.FacadeError(errors.CONFLICT, "no free host id was found")
+
+
+async def _issue_token(services: Services, name: str, uid: str) -> str:
+    """Create the host's token Secret; if the operator was quicker, return the token it issued."""
+    token = tokens.generate()
+    manifest = tokens.secret_manifest(host_name=name, host_uid=uid, namespace=services.kube.namespace, token=token)
+    try:
+        services.agent_tokens.remember(await services.kube.create_secret(manifest))
+        return token
+    except kubeapi.ApiException as error:
+        if error.status != 409:
+            raise
+    existing = await services.kube.read_secret(tokens.secret_name(name))
+    services.agent_tokens.remember(existing)
+    issued = tokens.token_from_secret(existing)
+    if issued is None:
+        raise errors.FacadeError(errors.CONFLICT, "the host's token Secret holds no token")
+    return issued
+
+
+async def _undo_registration(services: Services, name: str) -> None:
+    """A host without a token cannot heartbeat: take it back rather than leave it half-registered."""
+    try:
+        services.hosts.remove(await services.kube.delete_host(name))
+    except (errors.FacadeError, kubeapi.ApiException):
+        services.hosts.remove({"metadata": {"name": name}})
+
+
+async def list_hosts(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    await services.guard.require(request, auth.Access.READ_LIST)
+    settings = services.settings
+    page = _query_int(request, "page", 1, None)
+    page_size = _query_int(request, "page_size", settings.page_size_default, settings.page_size_max)
+    status = _query_choice(request, "status", [s.value for s in host.HostState])
+    os_type = _query_choice(request, "os_type", [s.value for s in host.OSType])
+    _ready(services)
+    names = services.host_names(status, os_type)
+    total = len(names)
+    start = (page - 1) * page_size
+    page_hosts = (services.hosts.get(name) for name in names[start : start + page_size])
+    data = {
+        "items": [translate.host_summary(obj) for obj in page_hosts if obj is not None],
+        "pagination": {
+            "page": page,
+            "page_size": page_size,
+            "total": total,
+            "total_pages": math.ceil(total / page_size),
+        },
+    }
+    return envelope(data)
+
+
+async def get_host(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    await services.guard.require(request, auth.Access.READ_GET)
+    _ready(services)
+    return envelope(translate.host_detail(_host_or_404(services, request.match_info["host_id"])))
+
+
+async def update_host(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    await services.guard.require(request, auth.Access.UPDATE)
+    body = await read_body(request, schemas.UpdateHost, services.settings.max_body_bytes)
+    host_id = request.match_info["host_id"]
+    current = _host_or_404(services, host_id)
+    try:
+        updated = await services.kube.patch_host(host_id, translate.update_patch(current, body))
+    except kubeapi.ApiException as error:
+        raise _not_found_or(error, host_id) from None
+    services.hosts.apply(updated)
+    return envelope(message=UPDATED)
+
+
+async def delete_host(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    await services.guard.require(request, auth.Access.DELETE)
+    host_id = request.match_info["host_id"]
+    _host_or_404(services, host_id)
+    try:
+        result = await services.kube.delete_host(host_id)
+    except kubeapi.ApiException as error:
+        raise _not_found_or(error, host_id) from None
+    if result.get("kind") == host.KIND:
+        services.hosts.remove(result)
+    else:  # a Status: the object is gone and its last version unknown
+        services.hosts.remove({"metadata": {"name": host_id}})
+    return web.Response(status=204)
+
+
+async def list_gpus(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    await services.guard.require(request, auth.Access.READ_LIST)
+    _ready(services)
+    host_id = request.match_info["host_id"]
+    _host_or_404(services, host_id)
+    gpus = sorted(services.gpus.by("host", host_id), key=lambda obj: (obj.get("spec") or {}).get("index", 0))
+    return envelope({"items": [translate.gpu_item(obj) for obj in gpus]})
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    host_id = request.match_info["host_id"]
+    # A deleted host's agent learns that its host is gone (404) even once its token was revoked
+    # with it; the check needs a token, but no valid one, so host ids are all it can reveal.
+    auth.bearer_token(request)
+    if services.synced() and services.hosts.get(host_id) is None:
+        raise errors.FacadeError(errors.HOST_NOT_FOUND, host_id)
+    await services.guard.require_agent(request, host_id)
+    body = await read_body(request, schemas.Heartbeat, services.settings.max_body_bytes)
+    try:
+        updated = await services.kube.patch_host_status(host_id, translate.heartbeat_patch(body, translate.now()))
+    except kubeapi.ApiException as error:
+        raise _not_found_or(error, host_id) from None
+    services.hosts.apply(updated)
+    return envelope(message=HEARTBEAT_RECEIVED)
+
+
+def _not_found_or(error: kubeapi.ApiException, host_id: str) -> Exception:
+    if error.status == 404:
+        return errors.FacadeError(errors.HOST_NOT_FOUND, host_id)
+    if error.status == 409:
+        return errors.FacadeError(errors.CONFLICT)
+    return error
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/hosts", register_host)
+    app.router.add_get("/api/v1/hosts", list_hosts, allow_head=False)
+    app.router.add_get("/api/v1/hosts/{host_id}", get_host, allow_head=False)
+    app.router.add_put("/api/v1/hosts/{host_id}", update_host)
+    app.router.add_delete("/api/v1/hosts/{host_id}", delete_host)
+    app.router.add_get("/api/v1/hosts/{host_id}/gpus", list_gpus, allow_head=False)
+    app.router.add_post("/api/v1/hosts/{host_id}/heartbeat", heartbeat)
+
+
+def host_indexers() -> dict[str, cache.Indexer]:
+    """Hosts by normalised IP address (for the duplicate check)."""
+    return {"ip": lambda obj: [translate.normalised_ip(str((obj.get("spec") or {}).get("ipAddress", "")))]}
+
+
+def gpu_indexers() -> dict[str, cache.Indexer]:
+    """GPUs by the host they belong to."""
+
+    def host_of(obj: cache.Obj) -> list[str]:
+        label = (obj["metadata"].get("labels") or {}).get(meta.HOST_LABEL)
+        return [label] if label else []
+
+    return {"host": host_of}

@@ -1,0 +1,171 @@
+"""What the facade tests share: tokens, a registration body, an HTTP client and raw API calls."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from gpufleet.api import host, meta
+
+ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
+VIEWER_TOKEN = "viewer-" + uuid.uuid4().hex
+HOSTS_PATH = f"/apis/{meta.GROUP}/{meta.VERSION}/{host.PLURAL}"
+GPUS_PATH = f"/apis/{meta.GROUP}/{meta.VERSION}/gpus"
+MERGE = "application/merge-patch+json"
+
+#: The API document's registration example (its IP is replaced by a unique one per test).
+REGISTRATION: dict[str, Any] = {
+    "name": "GPU-Server-01",
+    "os_type": "linux",
+    "os_version": "Ubuntu 20.04",
+    "deployment_mode": "traditional",
+    "total_cpu": 32,
+    "total_memory": 137438953472,
+    "total_disk": 2199023255552,
+}
+HEARTBEAT: dict[str, Any] = {
+    "status": "online",
+    "health_status": "healthy",
+    "used_cpu": 8,
+    "used_memory": 34359738368,
+    "used_gpu": 2,
+}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def unique_ip() -> str:
+    """An address no other test uses (the fleet rejects a second host with the same IP)."""
+    raw = uuid.uuid4().bytes
+    return f"10.{raw[0]}.{raw[1]}.{raw[2]}"
+
+
+def unique_name(prefix: str = "kubectl") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class K8s:
+    """Raw synchronous calls to the Kubernetes API (as kubectl would make them): (status, JSON)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def __call__(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> tuple[int, Any]:
+        serialized = self.client.param_serialize(
+            method,
+            path,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.client.call_api(*serialized)
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+
+    def ok(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> Any:
+        status, answer = self(method, path, body, content_type)
+        assert 200 <= status < 300, (status, answer)
+        return answer
+
+    def create_host(self, name: str, ip: str, **spec: Any) -> dict[str, Any]:
+        body = {
+            "apiVersion": meta.API_VERSION,
+            "kind": host.KIND,
+            "metadata": {"name": name},
+            "spec": {
+                "displayName": name,
+                "ipAddress": ip,
+                "osType": "linux",
+                "totalCpu": 4,
+                "totalMemory": 1024,
+                **spec,
+            },
+        }
+        created: dict[str, Any] = self.ok("POST", HOSTS_PATH, body)
+        return created
+
+    def patch_status(self, name: str, status: dict[str, Any]) -> Any:
+        """What the operator would write (state, roll-up), so tests need no operator."""
+        return self.ok("PATCH", f"{HOSTS_PATH}/{name}/status", {"status": status}, MERGE)
+
+
+@dataclasses.dataclass
+class Facade:
+    """A running facade and an HTTP client for it."""
+
+    url: str
+    http: aiohttp.ClientSession
+    app: Any
+    registered: list[str]
+
+    async def call(self, method: str, path: str, *, token: str | None = ADMIN_TOKEN, **kwargs: Any) -> tuple[int, Any]:
+        """(HTTP status, parsed JSON body or None) of one request."""
+        headers = {**(bearer(token) if token else {}), **kwargs.pop("headers", {})}
+        async with self.http.request(method, self.url + path, headers=headers, **kwargs) as response:
+            raw = await response.read()
+            return response.status, json.loads(raw) if raw else None
+
+    async def register(self, **fields: Any) -> dict[str, Any]:
+        """Register a host (a unique IP unless given); the response's `data`."""
+        body = {**REGISTRATION, "ip_address": unique_ip(), **fields}
+        status, answer = await self.call("POST", "/api/v1/hosts", json=body)
+        assert status == 201, answer
+        data: dict[str, Any] = answer["data"]
+        self.registered.append(data["host_id"])
+        return data
+
+    async def heartbeat(self, host_id: str, token: str | None, **fields: Any) -> tuple[int, Any]:
+        return await self.call("POST", f"/api/v1/hosts/{host_id}/heartbeat", token=token, json={**HEARTBEAT, **fields})
+
+    async def detail(self, host_id: str) -> dict[str, Any]:
+        status, answer = await self.call("GET", f"/api/v1/hosts/{host_id}", token=VIEWER_TOKEN)
+        assert status == 200, answer
+        data: dict[str, Any] = answer["data"]
+        return data
+
+    async def all_hosts(self, **query: Any) -> list[dict[str, Any]]:
+        """Every host, page after page."""
+        items: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            status, answer = await self.call(
+                "GET", "/api/v1/hosts", token=VIEWER_TOKEN, params={"page": page, "page_size": 100, **query}
+            )
+            assert status == 200, answer
+            items += answer["data"]["items"]
+            if page >= answer["data"]["pagination"]["total_pages"]:
+                return items
+            page += 1
+
+
+async def eventually(check: Callable[[], Any], within: float = 5.0) -> Any:
+    """Poll an (async) check until it returns something truthy (watch propagation takes a moment)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.02)
+
+
+async def settled(problems: Callable[[], Any], within: float = 5.0) -> list[str]:
+    """Poll an async check listing problems until it lists none (or time is up): its last list."""
+    deadline = time.monotonic() + within
+    while True:
+        found: list[str] = await problems()
+        if not found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.02)

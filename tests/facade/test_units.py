@@ -1,0 +1,113 @@
+"""Pure logic of the facade: the cache never goes backwards, ids and labels follow their rules."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pydantic
+import pytest
+
+from gpufleet.facade import cache, schemas, translate
+
+
+def _obj(name: str, version: int, deleting: bool = False, **spec: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "resourceVersion": str(version)}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return {"metadata": metadata, "spec": spec}
+
+
+class TestStore:
+    def test_an_older_version_never_replaces_a_newer_one(self) -> None:
+        store = cache.Store()
+        store.apply(_obj("a", 5, colour="new"))
+        store.apply(_obj("a", 4, colour="old"))
+        assert store.get("a") == _obj("a", 5, colour="new")
+
+    def test_a_deleted_object_is_not_resurrected_by_stale_news(self) -> None:
+        store = cache.Store()
+        store.apply(_obj("a", 5))
+        store.remove(_obj("a", 6))
+        store.apply(_obj("a", 5))
+        assert store.get("a") is None
+        store.apply(_obj("a", 9))  # created again later
+        assert store.get("a") is not None
+
+    def test_an_object_being_deleted_is_gone_for_readers(self) -> None:
+        store = cache.Store()
+        store.apply(_obj("a", 5))
+        store.apply(_obj("a", 6, deleting=True))
+        assert store.get("a") is None and len(store) == 0
+
+    def test_indexes_follow_updates_and_removals(self) -> None:
+        store = cache.Store(indexers={"colour": lambda obj: [obj["spec"]["colour"]]})
+        store.apply(_obj("a", 1, colour="red"))
+        store.apply(_obj("b", 2, colour="red"))
+        store.apply(_obj("a", 3, colour="blue"))
+        assert [o["metadata"]["name"] for o in store.by("colour", "red")] == ["b"]
+        store.remove(_obj("b", 4))
+        assert store.by("colour", "red") == [] and len(store.by("colour", "blue")) == 1
+
+    def test_a_relist_drops_what_is_no_longer_there(self) -> None:
+        store = cache.Store()
+        store.apply(_obj("a", 1))
+        store.apply(_obj("b", 2))
+        store.replace([_obj("b", 3), _obj("c", 4)])
+        assert store.get("a") is None and store.get("b") == _obj("b", 3) and store.get("c") is not None
+
+    def test_membership_changes_only_when_names_come_or_go(self) -> None:
+        store = cache.Store()
+        store.apply(_obj("a", 1))
+        membership = store.membership
+        store.apply(_obj("a", 2))
+        assert store.membership == membership
+        store.remove(_obj("a", 3))
+        assert store.membership > membership
+
+
+class TestTranslate:
+    def test_gpu_id_is_the_first_52_bits_of_the_uid_digest(self) -> None:
+        uid = "5562e2ff-ddad-4725-af58-5991cb32e959"
+        expected = int(hashlib.sha256(uid.encode()).hexdigest()[:13], 16)
+        assert translate.gpu_id(uid) == expected < 2**52
+
+    def test_timestamps_read_as_utc_seconds_with_z(self) -> None:
+        assert translate.rfc3339("2026-01-26T12:00:00.123456+02:00") == "2026-01-26T10:00:00Z"
+        assert translate.rfc3339(None) is None
+
+    def test_integral_usage_reads_as_an_integer(self) -> None:
+        summary = translate.host_summary({"metadata": {"name": "h"}, "spec": {}, "status": {"usedCpu": 8.0}})
+        assert summary["used_cpu"] == 8 and isinstance(summary["used_cpu"], int)
+
+    def test_system_labels_are_hidden_and_kept_on_update(self) -> None:
+        labels = {"gpufleet.io/status": "online", "zone": "a", "old": "x"}
+        patch = translate.update_patch(
+            {"metadata": {"name": "h", "labels": labels}}, schemas.UpdateHost(labels={"zone": "b"})
+        )
+        assert patch == {"metadata": {"labels": {"old": None, "zone": "b"}}}
+        assert translate.user_labels(labels) == {"zone": "a", "old": "x"}
+
+
+class TestLabelRules:
+    @pytest.mark.parametrize("key", ["zone", "example.com/zone", "a", "A-b_c.d", "x" * 63, f"{'a' * 253}/b"])
+    def test_valid_keys(self, key: str) -> None:
+        schemas.UpdateHost(labels={key: "v"})
+
+    @pytest.mark.parametrize(
+        "key", ["", "-a", "a-", "x" * 64, "Example.com/a", f"{'a' * 254}/b", "a/b/c", "gpufleet.io/status", "a b"]
+    )
+    def test_invalid_keys(self, key: str) -> None:
+        with pytest.raises(pydantic.ValidationError):
+            schemas.UpdateHost(labels={key: "v"})
+
+    @pytest.mark.parametrize(
+        ("value", "valid"),
+        [("", True), ("a.b-c_d", True), ("x" * 63, True), ("x" * 64, False), ("-a", False), ("a b", False)],
+    )
+    def test_values(self, value: str, valid: bool) -> None:
+        if valid:
+            schemas.UpdateHost(labels={"k": value})
+        else:
+            with pytest.raises(pydantic.ValidationError):
+                schemas.UpdateHost(labels={"k": value})
