@@ -1,0 +1,345 @@
+"""The agent's event loop: sample GPUs, publish what changed, heartbeat the Host.
+
+Three tasks, each with one job, sharing only the latest snapshot:
+
+- sampling reads NVML every `sample_interval` (in a worker thread) and replaces the snapshot;
+  it never waits on the API server, so readings and metrics stay current during an outage;
+- publishing keeps GPU objects in line with the devices and writes each GPU's status when
+  `changes.worth_writing` says so; after an API error it backs off with jitter and then sends
+  whatever is latest, so nothing queues up: the state kept is one snapshot, however long the outage;
+- heartbeating patches the Host's status at a fixed interval, retrying sooner after a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from gpufleet.api import gpu, host
+from gpufleet_agent import (
+    backoff,
+    binding,
+    changes,
+    gpustatus,
+    health,
+    heartbeat,
+    kubeapi,
+    machine,
+    metrics,
+    nvml,
+    podresources,
+    reconcile,
+    sampling,
+)
+from gpufleet_agent.settings import AgentSettings
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        library: nvml.Library,
+        *,
+        kubeconfig: str | None = None,
+        allocation: podresources.PodResources | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics.Metrics()
+        self._nvml = nvml.Nvml(library)
+        self._sampler = sampling.Sampler(
+            self._nvml,
+            health.Tracker(settings.unhealthy_hold_seconds, health.APPLICATION_XIDS | set(settings.ignored_xids)),
+        )
+        self._kubeconfig = kubeconfig
+        self._allocation = allocation
+        self._clock = clock
+        self._gate = changes.Gate(changes.Thresholds.of(settings))
+        self.host: kubeapi.JsonObj | None = None
+        self.nvml_available = False
+        self.latest: list[sampling.Sample] = []
+        self._api: kubeapi.KubeApi | None = None
+        # One thread for NVML: calls are serialised (the session is not shared between threads) and
+        # the agent does not grow a pool of threads, each with its own malloc arena.
+        self._nvml_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nvml")
+        self._fresh = asyncio.Event()
+        self._host_lock = asyncio.Lock()
+        self._needs_sync = True
+        self._devices: list[nvml.Device] = []
+        self._objects: dict[str, kubeapi.JsonObj] = {}
+        self._transitions: dict[str, gpustatus.Transition] = {}
+        self._holders: dict[str, str] | None = None
+
+    @property
+    def host_name(self) -> str:
+        return str(self.host["metadata"]["name"]) if self.host else self.settings.node_name
+
+    @property
+    def api(self) -> kubeapi.KubeApi:
+        if self._api is None:
+            raise RuntimeError("the agent is not running")
+        return self._api
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; raises if a task fails unexpectedly (the pod restarts)."""
+        self._api = kubeapi.connect(self._kubeconfig)  # a bad kubeconfig fails before anything starts
+        tasks: list[asyncio.Task[object]] = []
+        runner = None
+        try:
+            await self._start_nvml()
+            if self.settings.metrics_port:
+                runner = await metrics.serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port)
+            tasks = [
+                asyncio.create_task(self._sample_forever(), name="sampling"),
+                asyncio.create_task(self._publish_forever(), name="publishing"),
+                asyncio.create_task(self._heartbeat_forever(), name="heartbeat"),
+                asyncio.create_task(stop.wait(), name="stop"),
+            ]
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks[:-1]:
+                if task.done():
+                    task.result()  # a loop that ended on its own failed: let its exception out
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._api.close()
+            if self._allocation is not None:
+                await self._allocation.close()
+            if runner is not None:
+                await runner.cleanup()
+            if self.nvml_available:
+                self._nvml.stop()
+            self._nvml_thread.shutdown(wait=False, cancel_futures=True)
+            logger.info("agent stopped")
+
+    async def _start_nvml(self) -> None:
+        try:
+            driver = await self._in_nvml_thread(self._nvml.start)
+        except nvml.NVMLError as error:
+            logger.error(
+                "NVML is unavailable (%s): this node reports no GPUs and keeps heartbeating; "
+                "install the NVIDIA driver and container toolkit, or run with --simulate N",
+                error,
+            )
+            return
+        self.nvml_available = True
+        logger.info("NVML initialised, driver %s", driver)
+
+    async def _in_nvml_thread(self, call: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._nvml_thread, call)
+
+    # ----- sampling -------------------------------------------------------------------------------------------
+
+    async def _sample_forever(self) -> None:
+        next_discovery = -math.inf
+        while True:
+            now = self._clock()
+            if self.nvml_available and now >= next_discovery:
+                await self._discover()
+                next_discovery = now + self.settings.discovery_interval_seconds
+            if self.nvml_available:
+                try:
+                    self.latest = await self._in_nvml_thread(functools.partial(self._sampler.sample, now))
+                except nvml.NVMLError as error:
+                    logger.warning("NVML sampling failed: %s; keeping the previous sample", error)
+            self.metrics.observe(self.host_name, self.latest)
+            self._fresh.set()
+            await asyncio.sleep(self.settings.sample_interval_seconds)
+
+    async def _discover(self) -> None:
+        try:
+            devices = await self._in_nvml_thread(self._sampler.discover)
+        except nvml.NVMLError as error:
+            logger.warning("NVML device discovery failed: %s; keeping the known devices", error)
+            return
+        if devices != self._devices:
+            if not devices:
+                logger.warning("NVML lists no GPUs on this node")
+            else:
+                logger.info("NVML lists %d GPU(s): %s", len(devices), ", ".join(d.uuid or "?" for d in devices))
+            self._devices = devices
+            self._needs_sync = True
+
+    # ----- publishing -----------------------------------------------------------------------------------------
+
+    async def _publish_forever(self) -> None:
+        retry = backoff.Backoff(self.settings.backoff_initial_seconds, self.settings.backoff_max_seconds)
+        while True:
+            await self._fresh.wait()
+            self._fresh.clear()
+            try:
+                await self._publish()
+            except (kubeapi.ApiError, binding.NoHost) as error:
+                delay = retry.next_delay()
+                if isinstance(error, kubeapi.ApiError):  # a missing Host is the heartbeat's to report
+                    self.metrics.api_errors.inc()
+                    if retry.failures == 1 or retry.failures % 10 == 0:
+                        logger.warning("publishing GPU state failed (%s); retrying in %.1fs", error, delay)
+                await asyncio.sleep(delay)
+                self._fresh.set()  # then send whatever is latest
+            else:
+                if retry.failures:
+                    logger.info("publishing GPU state works again after %d failure(s)", retry.failures)
+                retry.reset()
+
+    async def _publish(self) -> None:
+        bound = await self._ensure_host()
+        if self._needs_sync and self.nvml_available:
+            self._needs_sync = False
+            try:
+                self._objects = await reconcile.sync(self.api, bound, self._devices, self._count_write)
+            except BaseException:
+                self._needs_sync = True
+                raise
+            self._remember_transitions()
+        self._holders = await self._read_holders()
+        for sample in self.latest:
+            name = gpu.object_name(self.host_name, sample.device.index)
+            if name in self._objects:
+                await self._publish_status(name, sample)
+
+    def _count_write(self, kind: str) -> None:
+        self.metrics.writes.labels(kind).inc()
+
+    def _remember_transitions(self) -> None:
+        """Keep each GPU's Healthy transition time across agent restarts, from what the objects say."""
+        for name, obj in self._objects.items():
+            if name in self._transitions:
+                continue
+            for condition in (obj.get("status") or {}).get("conditions") or []:
+                if condition.get("type") == gpu.HEALTHY and condition.get("status") in ("True", "False"):
+                    since = gpustatus.parse_time(condition.get("lastTransitionTime"))
+                    if since is not None:
+                        self._transitions[name] = gpustatus.Transition(condition["status"] == "True", since)
+        self._gate.keep_only(set(self._objects))
+        for name in set(self._transitions) - set(self._objects):
+            del self._transitions[name]
+
+    async def _publish_status(self, name: str, sample: sampling.Sample) -> None:
+        allocation_known = self._holders is not None
+        holder = None
+        if self._holders is not None:
+            holder = self._holders.get(sample.device.uuid) or self._holders.get(str(sample.device.index))
+        observed = gpustatus.observe(sample, holder)
+        now = self._clock()
+        if not self._gate.due(name, observed, now):
+            self.metrics.suppressed.inc()
+            return
+        written = self._gate.last(name)
+        wall = heartbeat.utc_now().replace(microsecond=0)  # Kubernetes' own timestamps are whole seconds
+        transition = self._transitions.get(name)
+        if transition is None or transition.healthy != observed.healthy:
+            transition = self._transitions[name] = gpustatus.Transition(observed.healthy, wall)
+            if not observed.healthy:
+                logger.warning("GPU %s is unhealthy: %s", name, sample.verdict.message)
+            elif written is not None:
+                logger.info("GPU %s is healthy again", name)
+        state = gpu.GPUState(observed.state) if allocation_known else await self._external_state(name, observed)
+        body = gpustatus.patch(
+            sample, observed, transition=transition, now=wall, allocation_known=allocation_known, state_value=state
+        )
+        try:
+            await self.api.merge_patch(f"{kubeapi.GPUS}/{name}/status", body)
+        except kubeapi.ApiError as error:
+            if not error.not_found:
+                raise
+            self._needs_sync = True  # deleted behind our back: recreate on the next round
+            return
+        self.metrics.writes.labels("gpu_status").inc()
+        self._gate.record(name, observed, now)
+
+    async def _external_state(self, name: str, observed: changes.Observed) -> gpu.GPUState | None:
+        """Where someone else allocates: mark unhealthy, and on recovery restore free/allocated by the holder."""
+        if not observed.healthy:
+            return gpu.GPUState.UNHEALTHY
+        written = self._gate.last(name)
+        if written is not None and written.healthy:
+            return None  # leave the allocator's state alone
+        current = (await self.api.get(f"{kubeapi.GPUS}/{name}")).get("status") or {}
+        if written is None and current.get("state") in (gpu.GPUState.FREE, gpu.GPUState.ALLOCATED):
+            return None
+        return gpustatus.state(True, current.get("allocatedTo"))
+
+    async def _read_holders(self) -> dict[str, str] | None:
+        if self._allocation is None:
+            return None
+        try:
+            return await self._allocation.holders()
+        except Exception as error:
+            logger.warning("kubelet PodResources failed (%s); keeping the last known allocation", error)
+            return self._holders
+
+    # ----- the Host -------------------------------------------------------------------------------------------
+
+    async def _ensure_host(self) -> kubeapi.JsonObj:
+        async with self._host_lock:
+            if self.host is None:
+                self.host = await binding.bind(
+                    self.api,
+                    self.settings.node_name,
+                    register=self.settings.register_node,
+                    ip_address=str(self.settings.host_ip) if self.settings.host_ip else None,
+                )
+                self._needs_sync = True
+                logger.info("bound to Host %s of node %s", self.host_name, self.settings.node_name)
+            return self.host
+
+    def host_health(self) -> host.HealthStatus:
+        if not self.nvml_available:
+            return host.HealthStatus.UNKNOWN
+        if any(not s.verdict.healthy for s in self.latest):
+            return host.HealthStatus.UNHEALTHY
+        return host.HealthStatus.HEALTHY
+
+    async def _heartbeat_forever(self) -> None:
+        interval = self.settings.heartbeat_interval_seconds
+        retry = backoff.Backoff(self.settings.backoff_initial_seconds, min(interval, self.settings.backoff_max_seconds))
+        next_beat = self._clock()
+        while True:
+            try:
+                await self._heartbeat()
+            except binding.NoHost as error:
+                if retry.failures % 10 == 0:
+                    logger.warning("%s", error)
+                retry.failures += 1
+                next_beat = self._clock() + interval
+            except kubeapi.ApiError as error:
+                self.metrics.api_errors.inc()
+                if error.not_found:
+                    self._forget_host()
+                delay = retry.next_delay()
+                if retry.failures == 1 or retry.failures % 10 == 0:
+                    logger.warning("heartbeat failed (%s); retrying in %.1fs", error, delay)
+                next_beat = self._clock() + delay
+            else:
+                retry.reset()
+                next_beat = max(next_beat + interval, self._clock())
+            await asyncio.sleep(max(0.0, next_beat - self._clock()))
+
+    async def _heartbeat(self) -> None:
+        bound = await self._ensure_host()
+        used = None
+        if self._holders is not None:
+            used = sum(1 for s in self.latest if s.device.uuid in self._holders or str(s.device.index) in self._holders)
+        body = heartbeat.patch(machine.usage(), health=self.host_health(), used_gpus=used, now=heartbeat.utc_now())
+        await heartbeat.send(self.api, bound["metadata"]["name"], body)
+        self.metrics.writes.labels("heartbeat").inc()
+
+    def _forget_host(self) -> None:
+        """The Host is gone (deleted): bind again (or register) on the next round."""
+        if self.host is not None:
+            logger.warning("Host %s no longer exists", self.host_name)
+        self.host = None
+        self._objects.clear()
+        self._gate.keep_only(set())
+        self._needs_sync = True

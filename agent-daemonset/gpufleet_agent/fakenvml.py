@@ -1,0 +1,320 @@
+"""A fake NVML with the real library's call names and error types, for tests and `--simulate`.
+
+It stands in for `pynvml` behind `nvml.Library`: the same functions, the same return shapes
+(`.total`/`.used`, `.gpu`, milliwatts) and the same exceptions (`pynvml.NVMLError` subclasses
+with the real codes, raised through `nvml.error`), so the agent's NVML handling runs unchanged.
+
+Scenarios are set up by name (`scenario("hot", gpus=8)`) or driven step by step (`lose(0)`,
+`inject_xid(1, 79)`). Readings move with the injected clock, not with wall time, so a
+benchmark can simulate an hour in a second and a test gets the same numbers on every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from gpufleet_agent import nvml
+
+GIB = 1024**3
+
+
+class Load(enum.StrEnum):
+    """How a fake GPU's readings move over time."""
+
+    IDLE = "idle"
+    """Idle and steady: readings wobble well below the write thresholds."""
+    BUSY = "busy"
+    """A training job: utilisation, memory, power and temperature jump around every sample."""
+    WAVE = "wave"
+    """A slow daily-like swing between idle and busy, for `--simulate`."""
+
+
+@dataclasses.dataclass
+class FakeGpu:
+    """State of one simulated device."""
+
+    uuid: str
+    name: str = "NVIDIA A100-SXM4-80GB"
+    memory_total: int = 80 * GIB
+    load: Load = Load.IDLE
+    phase: float = 0.0
+    extra_celsius: float = 0.0
+    failing_with: int | None = None
+    """NVML error code every call on this device answers, e.g. GPU_IS_LOST."""
+    uncorrected_ecc: int = 0
+    early_xids: list[int] = dataclasses.field(default_factory=list)
+    """XIDs the driver logged before anyone listened; delivered when events are registered."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Memory:
+    total: int
+    used: int
+    free: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Utilization:
+    gpu: int
+    memory: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Handle:
+    """What `nvmlDeviceGetHandleByIndex` returns: it names a device for later calls."""
+
+    gpu: FakeGpu
+
+
+@dataclasses.dataclass(frozen=True)
+class EventData:
+    """Shape of `pynvml.c_nvmlEventData_t`."""
+
+    device: Handle
+    eventType: int
+    eventData: int
+
+
+class EventSet:
+    """Pending events, bounded like the driver's queue so an unattended set cannot grow forever."""
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self.pending: list[EventData] = []
+        self.masks: dict[int, int] = {}  # id(FakeGpu) -> registered event mask
+
+
+class FakeNVML:
+    """The NVML calls the agent uses, on simulated devices."""
+
+    def __init__(
+        self,
+        gpus: int = 0,
+        *,
+        load: Load = Load.IDLE,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int = 0,
+        library_missing: bool = False,
+        host_tag: str = "0000",
+    ) -> None:
+        self._clock = clock
+        self._random = random.Random(seed)
+        self._lock = threading.Lock()
+        self._initialised = 0
+        self.library_missing = library_missing
+        self.devices = [FakeGpu(uuid=_uuid(host_tag, i), load=load, phase=i * 0.7) for i in range(gpus)]
+        self._event_sets: list[EventSet] = []
+
+    # ----- scenario controls (call from tests or a simulation) --------------------------------------------
+
+    def heat(self, index: int, celsius: float) -> None:
+        """Add `celsius` to a GPU's temperature (a failing fan, a blocked airflow)."""
+        with self._lock:
+            self.devices[index].extra_celsius = celsius
+
+    def set_load(self, index: int, load: Load) -> None:
+        with self._lock:
+            self.devices[index].load = load
+
+    def inject_xid(self, index: int, xid: int) -> None:
+        """Raise an XID error on a GPU, as the driver would post it."""
+        self._post(self.devices[index], nvml.EVENT_XID_CRITICAL, xid)
+
+    def inject_double_bit_ecc(self, index: int) -> None:
+        """An uncorrectable memory error: the volatile counter goes up and an event is posted."""
+        with self._lock:
+            self.devices[index].uncorrected_ecc += 1
+        self._post(self.devices[index], nvml.EVENT_DOUBLE_BIT_ECC, 0)
+
+    def lose(self, index: int) -> None:
+        """The GPU falls off the bus: every call on it answers GPU_IS_LOST (XID 79 in the kernel log)."""
+        with self._lock:
+            self.devices[index].failing_with = nvml.ERROR_GPU_IS_LOST
+
+    def recover(self, index: int) -> None:
+        with self._lock:
+            self.devices[index].failing_with = None
+
+    def fail(self, index: int, code: int) -> None:
+        """Every call on the GPU answers NVML error `code` (a driver or hardware fault), until `recover`."""
+        with self._lock:
+            self.devices[index].failing_with = code
+
+    def remove(self, index: int) -> FakeGpu:
+        """The device is gone from the bus listing (after a reset or hot-unplug); later indexes shift down."""
+        with self._lock:
+            return self.devices.pop(index)
+
+    def add(self, gpu: FakeGpu | None = None) -> FakeGpu:
+        with self._lock:
+            gpu = gpu or FakeGpu(uuid=_uuid("add0", self._random.randrange(1 << 32)))
+            self.devices.append(gpu)
+            return gpu
+
+    def _post(self, gpu: FakeGpu, event_type: int, data: int) -> None:
+        with self._lock:
+            for event_set in self._event_sets:
+                if event_set.masks.get(id(gpu), 0) & event_type and len(event_set.pending) < EventSet.LIMIT:
+                    event_set.pending.append(EventData(Handle(gpu), event_type, data))
+
+    # ----- the pynvml calls ---------------------------------------------------------------------------------
+
+    def nvmlInit(self) -> None:
+        if self.library_missing:
+            raise nvml.error(nvml.ERROR_LIBRARY_NOT_FOUND)
+        self._initialised += 1
+
+    def nvmlShutdown(self) -> None:
+        self._check_initialised()
+        self._initialised -= 1
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        self._check_initialised()
+        return "550.54.15-fake"
+
+    def nvmlDeviceGetCount(self) -> int:
+        self._check_initialised()
+        return len(self.devices)
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Handle:
+        self._check_initialised()
+        with self._lock:
+            if not 0 <= index < len(self.devices):
+                raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)
+            return Handle(self.devices[index])
+
+    def nvmlDeviceGetUUID(self, handle: Handle) -> str:
+        return self._device(handle).uuid
+
+    def nvmlDeviceGetName(self, handle: Handle) -> str:
+        return self._device(handle).name
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Handle) -> Memory:
+        gpu = self._device(handle)
+        used = min(gpu.memory_total, int(gpu.memory_total * (0.01 + 0.9 * self._workload(gpu))))
+        return Memory(total=gpu.memory_total, used=used, free=gpu.memory_total - used)
+
+    def nvmlDeviceGetTemperature(self, handle: Handle, sensor: int) -> int:
+        gpu = self._device(handle)
+        if sensor != nvml.TEMPERATURE_GPU:
+            raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)
+        return round(34 + 45 * self._workload(gpu) + gpu.extra_celsius + self._wobble(0.3))
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Handle) -> Utilization:
+        activity = self._activity(self._device(handle))
+        return Utilization(gpu=round(100 * activity), memory=round(60 * activity))
+
+    def nvmlDeviceGetPowerUsage(self, handle: Handle) -> int:
+        activity = self._activity(self._device(handle))
+        return round(1000 * (60 + 330 * activity + self._wobble(1.5)))  # milliwatts
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: Handle, error_type: int, counter_type: int) -> int:
+        gpu = self._device(handle)
+        if error_type != nvml.MEMORY_ERROR_UNCORRECTED or counter_type != nvml.VOLATILE_ECC:
+            raise nvml.error(nvml.ERROR_NOT_SUPPORTED)
+        return gpu.uncorrected_ecc
+
+    def nvmlEventSetCreate(self) -> EventSet:
+        self._check_initialised()
+        event_set = EventSet()
+        with self._lock:
+            self._event_sets.append(event_set)
+        return event_set
+
+    def nvmlDeviceRegisterEvents(self, handle: Handle, event_types: int, event_set: EventSet) -> None:
+        gpu = self._device(handle)
+        with self._lock:
+            event_set.masks[id(gpu)] = event_set.masks.get(id(gpu), 0) | event_types
+            early, gpu.early_xids = gpu.early_xids, []
+        for xid in early:
+            self._post(gpu, nvml.EVENT_XID_CRITICAL, xid)
+
+    def nvmlEventSetWait(self, event_set: EventSet, timeout_ms: int) -> EventData:
+        self._check_initialised()
+        with self._lock:
+            if event_set.pending:
+                return event_set.pending.pop(0)
+        if timeout_ms > 0:
+            time.sleep(timeout_ms / 1000)  # the real call blocks too; the agent only ever passes 0
+        raise nvml.error(nvml.ERROR_TIMEOUT)
+
+    def nvmlEventSetFree(self, event_set: EventSet) -> None:
+        with self._lock:
+            if event_set in self._event_sets:
+                self._event_sets.remove(event_set)
+
+    # ----- internals ------------------------------------------------------------------------------------------
+
+    def _check_initialised(self) -> None:
+        if self._initialised <= 0:
+            raise nvml.error(nvml.ERROR_UNINITIALIZED)
+
+    def _device(self, handle: Handle) -> FakeGpu:
+        self._check_initialised()
+        with self._lock:
+            if handle.gpu not in self.devices:
+                raise nvml.error(nvml.ERROR_GPU_IS_LOST)
+            if handle.gpu.failing_with is not None:
+                raise nvml.error(handle.gpu.failing_with)
+            return handle.gpu
+
+    def _workload(self, gpu: FakeGpu) -> float:
+        """0..1: the job's size, which moves slowly: memory held and (through thermal mass) temperature."""
+        if gpu.load is Load.IDLE:
+            return 0.0
+        if gpu.load is Load.BUSY:
+            return 0.8
+        return 0.5 + 0.5 * math.sin(self._clock() / 300 + gpu.phase)  # a half-hour swing
+
+    def _activity(self, gpu: FakeGpu) -> float:
+        """0..1: how busy the GPU is this instant (utilisation, power), noisier than the workload."""
+        if gpu.load is Load.BUSY:
+            return min(1.0, max(0.0, 0.6 + self._random.uniform(-0.35, 0.35)))
+        return min(1.0, max(0.0, self._workload(gpu) + self._random.uniform(-0.02, 0.02)))
+
+    def _wobble(self, amplitude: float) -> float:
+        return self._random.uniform(-amplitude, amplitude)
+
+
+def _uuid(tag: str, index: int) -> str:
+    return f"GPU-{tag:0>8.8}-fa4e-4d1a-9c5b-{index:012x}"
+
+
+def scenario(
+    name: str,
+    gpus: int | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    seed: int = 0,
+    host_tag: str = "",
+) -> FakeNVML:
+    """A fake NVML set up for a named scenario.
+
+    `none`, `one`, `eight`: that many idle GPUs; `busy`: GPUs under a varying training load;
+    `wave`: slowly swinging load (what `--simulate` uses); `hot`: GPU 0 runs 50 °C hotter;
+    `xid`: GPU 0 reports critical XID 79 (fallen off the bus) and GPU 1 application XID 13;
+    `vanish`: GPU 0 has fallen off the bus; `missing`: no NVML library on the machine.
+    """
+    defaults = {"none": 0, "one": 1, "eight": 8, "busy": 1, "wave": 8, "hot": 1, "xid": 2, "vanish": 1, "missing": 0}
+    if name not in defaults:
+        raise ValueError(f"unknown fake NVML scenario {name!r}; known: {', '.join(defaults)}")
+    count = defaults[name] if gpus is None else gpus
+    load = {"busy": Load.BUSY, "wave": Load.WAVE}.get(name, Load.IDLE)
+    fake = FakeNVML(
+        count, load=load, clock=clock, seed=seed, library_missing=name == "missing", host_tag=host_tag or "0000"
+    )
+    if name == "hot":
+        fake.heat(0, 50)
+    elif name == "vanish":
+        fake.lose(0)
+    elif name == "xid":
+        fake.devices[0].early_xids.append(79)
+        fake.devices[1].early_xids.append(13)
+    return fake

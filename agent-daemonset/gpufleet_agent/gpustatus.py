@@ -1,0 +1,87 @@
+"""What the agent writes into a GPU's status, from a sample and the GPU's allocation.
+
+State: `unhealthy` whenever health says so (whoever allocates must stop handing it out),
+else `allocated`/`free` from the holder when the agent knows it (PodResources). Where
+allocation is external, the agent leaves `allocatedTo` alone and only writes `state` to
+mark a GPU unhealthy and to put it back (allocated if it has a holder, else free).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+from gpufleet.api import gpu, meta
+from gpufleet_agent import changes, sampling
+
+
+@dataclasses.dataclass(frozen=True)
+class Transition:
+    """The Healthy condition's status and when it last changed."""
+
+    healthy: bool
+    since: datetime.datetime
+
+
+def parse_time(value: object) -> datetime.datetime | None:
+    """An RFC 3339 timestamp as the API server returns it, or None when absent or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def state(healthy: bool, allocated_to: str | None) -> gpu.GPUState:
+    if not healthy:
+        return gpu.GPUState.UNHEALTHY
+    return gpu.GPUState.ALLOCATED if allocated_to else gpu.GPUState.FREE
+
+
+def observe(sample: sampling.Sample, allocated_to: str | None) -> changes.Observed:
+    readings = sample.readings
+    return changes.Observed(
+        state=state(sample.verdict.healthy, allocated_to).value,
+        healthy=sample.verdict.healthy,
+        reason=sample.verdict.reason,
+        allocated_to=allocated_to,
+        temperature_celsius=readings.temperature_celsius if readings else None,
+        utilization_percent=readings.utilization_percent if readings else None,
+        memory_used=readings.memory_used if readings else None,
+        memory_total=(readings.memory_total if readings else None) or sample.device.memory_total,
+        power_watts=readings.power_watts if readings else None,
+    )
+
+
+def patch(
+    sample: sampling.Sample,
+    observed: changes.Observed,
+    *,
+    transition: Transition,
+    now: datetime.datetime,
+    allocation_known: bool,
+    state_value: gpu.GPUState | None,
+) -> dict[str, object]:
+    """The merge patch for the GPU's `/status`; gauges a lost GPU cannot give are left as they were."""
+    verdict = sample.verdict
+    status = gpu.GPUStatus(
+        state=state_value,
+        temperature_celsius=observed.temperature_celsius,
+        utilization_percent=observed.utilization_percent,
+        memory_used=observed.memory_used,
+        power_watts=observed.power_watts,
+        last_update_time=now,
+        conditions=[
+            meta.Condition(
+                type=gpu.HEALTHY,
+                status=meta.ConditionStatus.TRUE if verdict.healthy else meta.ConditionStatus.FALSE,
+                reason=verdict.reason,
+                message=verdict.message,
+                last_transition_time=transition.since,
+            )
+        ],
+    ).to_k8s()
+    if allocation_known:
+        status["allocatedTo"] = observed.allocated_to  # None clears it: merge-patch null deletes the key
+    return {"status": status}

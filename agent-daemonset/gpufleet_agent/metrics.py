@@ -1,0 +1,117 @@
+"""Prometheus metrics of the agent: GPU gauges named like DCGM exporter's, and the agent's own API writes.
+
+Names follow Prometheus conventions (base units as suffixes) under `gpufleet_gpu_`, so a
+dashboard built on DCGM exporter maps one to one: `DCGM_FI_DEV_GPU_TEMP` ->
+`gpufleet_gpu_temperature_celsius`, `DCGM_FI_DEV_GPU_UTIL` (percent) ->
+`gpufleet_gpu_utilization_ratio` (0-1), `DCGM_FI_DEV_FB_USED` (MiB) -> `gpufleet_gpu_memory_used_bytes`,
+`DCGM_FI_DEV_POWER_USAGE` -> `gpufleet_gpu_power_watts`. The write counters let operators check
+the agent's promise of few API writes, on their own fleet.
+
+Each agent has its own registry, so tests can run several agents in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import prometheus_client
+from aiohttp import web
+
+from gpufleet_agent import sampling
+
+GPU_LABELS = ("host", "gpu", "uuid", "model")
+
+
+class ServeError(Exception):
+    """The metrics endpoint cannot listen (port taken, address not local)."""
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+
+        def gauge(name: str, documentation: str) -> prometheus_client.Gauge:
+            return prometheus_client.Gauge(name, documentation, GPU_LABELS, registry=self.registry)
+
+        self.temperature = gauge("gpufleet_gpu_temperature_celsius", "GPU core temperature")
+        self.utilization = gauge("gpufleet_gpu_utilization_ratio", "GPU utilisation over the sample period, 0-1")
+        self.memory_used = gauge("gpufleet_gpu_memory_used_bytes", "Framebuffer memory in use")
+        self.memory_total = gauge("gpufleet_gpu_memory_total_bytes", "Framebuffer memory in total")
+        self.power = gauge("gpufleet_gpu_power_watts", "Power draw")
+        self.healthy = gauge("gpufleet_gpu_healthy", "1 when the GPU is healthy, 0 when not")
+        self.writes = prometheus_client.Counter(
+            "gpufleet_agent_api_writes", "Writes to the Kubernetes API, by kind", ["kind"], registry=self.registry
+        )
+        self.suppressed = prometheus_client.Counter(
+            "gpufleet_agent_status_writes_suppressed",
+            "GPU status writes skipped because nothing moved beyond a threshold",
+            registry=self.registry,
+        )
+        self.api_errors = prometheus_client.Counter(
+            "gpufleet_agent_api_errors", "Failed Kubernetes API calls", registry=self.registry
+        )
+        self.samples = prometheus_client.Counter(
+            "gpufleet_agent_samples", "NVML sampling passes", registry=self.registry
+        )
+        self._gauges = (self.temperature, self.utilization, self.memory_used, self.memory_total, self.power)
+        self._labels: set[tuple[str, str, str, str]] = set()
+
+    def observe(self, host_name: str, samples: list[sampling.Sample]) -> None:
+        """Set every GPU's gauges; drop the series of GPUs that are gone."""
+        self.samples.inc()
+        seen = set()
+        for sample in samples:
+            labels = (host_name, str(sample.device.index), sample.device.uuid, sample.device.model_name)
+            seen.add(labels)
+            self.healthy.labels(*labels).set(1 if sample.verdict.healthy else 0)
+            readings = sample.readings
+            if readings is None:  # a lost GPU has no readings: stale values would be a lie
+                self._remove(labels, self._gauges)
+                continue
+            for metric, value in (
+                (self.temperature, readings.temperature_celsius),
+                (self.utilization, _ratio(readings.utilization_percent)),
+                (self.memory_used, readings.memory_used),
+                (self.memory_total, readings.memory_total),
+                (self.power, readings.power_watts),
+            ):
+                if value is not None:
+                    metric.labels(*labels).set(value)
+        for labels in self._labels - seen:
+            self._remove(labels, (*self._gauges, self.healthy))
+        self._labels = seen
+
+    @staticmethod
+    def _remove(labels: tuple[str, str, str, str], metrics: tuple[prometheus_client.Gauge, ...]) -> None:
+        for metric in metrics:
+            with contextlib.suppress(KeyError):
+                metric.remove(*labels)
+
+    def exposition(self) -> bytes:
+        return prometheus_client.generate_latest(self.registry)
+
+
+def _ratio(percent: float | None) -> float | None:
+    return None if percent is None else percent / 100
+
+
+async def serve(metrics: Metrics, host: str, port: int) -> web.AppRunner:
+    """Serve `/metrics` and `/healthz` on the event loop; stop with `await runner.cleanup()`."""
+
+    async def scrape(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:
+        await runner.cleanup()
+        raise ServeError(f"cannot serve metrics on {host}:{port}: {error}") from error
+    return runner

@@ -1,0 +1,55 @@
+"""One sampling pass: read every known GPU's gauges and decide its health.
+
+A pass is synchronous and runs in a worker thread (`asyncio.to_thread`): NVML calls block,
+and on a sick GPU they can block for a long time, which must not stall heartbeats. The result
+is a fresh snapshot; only the latest one is kept, so an agent that cannot reach the API server
+holds a bounded amount of state however long the outage lasts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from gpufleet_agent import health, nvml
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """What one pass saw of one GPU; `readings` is None when the device could not be read."""
+
+    device: nvml.Device
+    readings: nvml.Readings | None
+    verdict: health.Verdict
+
+
+class Sampler:
+    """Owns the NVML session and the health tracker; its methods run in a worker thread."""
+
+    def __init__(self, library: nvml.Nvml, tracker: health.Tracker) -> None:
+        self._nvml = library
+        self._tracker = tracker
+        self.devices: list[nvml.Device] = []
+
+    def discover(self) -> list[nvml.Device]:
+        """Re-read the device list (GPUs appear and disappear on resets and hot-plug)."""
+        self.devices = self._nvml.discover()
+        return self.devices
+
+    def sample(self, now: float) -> list[Sample]:
+        """Every known GPU's readings and verdict at `now` (monotonic seconds)."""
+        for event in self._nvml.drain_events():
+            if self._tracker.record_event(event, now):
+                logger.warning("GPU %s: health event %s (XID %d)", event.uuid, event.event_type, event.xid)
+        samples = []
+        for device in self.devices:
+            try:
+                readings = self._nvml.read(device.index)
+            except nvml.NVMLError as error:
+                samples.append(Sample(device, None, self._tracker.verdict(device.uuid, now, error)))
+                continue
+            self._tracker.record_ecc_count(device.uuid, readings.uncorrected_ecc_errors, now)
+            samples.append(Sample(device, readings, self._tracker.verdict(device.uuid, now)))
+        return samples

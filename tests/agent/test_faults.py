@@ -1,0 +1,179 @@
+"""The agent rides out faults: API outages, objects deleted behind its back, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gpufleet.emulator import Emulator
+from gpufleet_agent import fakenvml
+
+from .conftest import Reader, RunAgent, eventually, metric, parse
+
+
+async def _temperature_at_least(reader: Reader, host_name: str, celsius: float) -> bool:
+    obj = (await reader.gpus(host_name)).get(f"{host_name}-gpu0")
+    return bool(obj and (obj.get("status") or {}).get("temperatureCelsius", 0) >= celsius)
+
+
+@pytest.mark.emulator
+async def test_an_api_outage_is_survived_and_the_latest_state_sent_after_it(
+    run_agent: RunAgent, reader: Reader, node_name: str, emulator: Emulator
+) -> None:
+    fake = fakenvml.scenario("one")
+    async with run_agent(fake) as node_agent:
+        await eventually(lambda: _temperature_at_least(reader, node_name, 30))
+        before = (await reader.host(node_name) or {})["status"]["lastHeartbeat"]
+        with emulator.unavailable():
+            samples = metric(node_agent, "gpufleet_agent_samples_total")
+            fake.heat(0, 20)
+            fake.heat(0, 40)  # only the latest state matters
+            await eventually(lambda: metric(node_agent, "gpufleet_agent_samples_total") >= samples + 20)
+            assert metric(node_agent, "gpufleet_agent_api_errors_total") >= 2
+        await eventually(lambda: _temperature_at_least(reader, node_name, 70))
+        await eventually(lambda: _heartbeat_after(reader, node_name, before))
+
+
+async def _heartbeat_after(reader: Reader, host_name: str, before: str) -> bool:
+    return parse((await reader.host(host_name) or {})["status"]["lastHeartbeat"]) > parse(before)
+
+
+@pytest.mark.emulator
+async def test_the_agent_stops_within_a_second_even_while_the_api_hangs(
+    run_agent: RunAgent, reader: Reader, node_name: str, emulator: Emulator
+) -> None:
+    async with contextlib.AsyncExitStack() as running:
+        await running.enter_async_context(run_agent(fakenvml.scenario("one")))
+        await eventually(lambda: _temperature_at_least(reader, node_name, 30))
+        with emulator.unavailable("hang"):
+            await asyncio.sleep(0.5)  # heartbeats and writes now hang in the server
+            started = time.monotonic()
+            await running.aclose()  # stops the agent and waits for it
+            assert time.monotonic() - started < 1.0
+
+
+async def test_a_deleted_host_is_registered_again(run_agent: RunAgent, reader: Reader, node_name: str) -> None:
+    async with run_agent(fakenvml.scenario("one")):
+        first = await eventually(lambda: reader.host(node_name))
+        await reader.delete_host(node_name)
+        again = await eventually(lambda: _recreated(reader, node_name, first["metadata"]["uid"]))
+        await eventually(lambda: _temperature_at_least(reader, node_name, 30))
+        gpu = (await reader.gpus(node_name))[f"{node_name}-gpu0"]
+        assert gpu["metadata"]["ownerReferences"][0]["uid"] == again["metadata"]["uid"]
+
+
+async def _recreated(reader: Reader, host_name: str, old_uid: str) -> dict[str, Any] | None:
+    found = await reader.host(host_name)
+    return found if found and found["metadata"]["uid"] != old_uid else None
+
+
+async def test_a_gpu_resource_deleted_behind_the_agents_back_comes_back(
+    run_agent: RunAgent, reader: Reader, node_name: str
+) -> None:
+    async with run_agent(fakenvml.scenario("one"), resync_interval_seconds=0.3):
+        await eventually(lambda: _temperature_at_least(reader, node_name, 30))
+        await reader.api.delete_cluster_custom_object("gpufleet.io", "v1alpha1", "gpus", f"{node_name}-gpu0")
+        await eventually(lambda: _temperature_at_least(reader, node_name, 30))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_the_agent_command_serves_metrics_and_stops_within_a_second_of_sigterm(
+    kube: Any, reader: Reader, node_name: str
+) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kube.kubeconfig),
+        "NODE_NAME": node_name,
+        "GPUFLEET_AGENT_METRICS_PORT": str(port),
+        "GPUFLEET_AGENT_METRICS_HOST": "127.0.0.1",
+        "GPUFLEET_AGENT_SAMPLE_INTERVAL_SECONDS": "0.1",
+        "GPUFLEET_AGENT_HEARTBEAT_INTERVAL_SECONDS": "0.2",
+        "GPUFLEET_AGENT_LOG_FORMAT": "text",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gpufleet",
+        "agent",
+        "--register",
+        "--simulate",
+        "2",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await eventually(lambda: _gpus_written(reader, node_name, 2), within=30)
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+        for family in (
+            "gpufleet_gpu_temperature_celsius",
+            "gpufleet_gpu_utilization_ratio",
+            "gpufleet_gpu_memory_used_bytes",
+            "gpufleet_gpu_memory_total_bytes",
+            "gpufleet_gpu_power_watts",
+            "gpufleet_gpu_healthy",
+        ):
+            assert f'{family}{{gpu="1",host="{node_name}"' in text
+        assert 'gpufleet_agent_api_writes_total{kind="heartbeat"}' in text
+
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), timeout=5)
+        assert time.monotonic() - started < 1.0
+        assert returncode == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await reader.delete_host(node_name)
+
+
+async def _gpus_written(reader: Reader, host_name: str, count: int) -> bool:
+    gpus = await reader.gpus(host_name)
+    return len(gpus) == count and all("lastUpdateTime" in (g.get("status") or {}) for g in gpus.values())
+
+
+async def test_a_taken_metrics_port_stops_the_command_with_a_message(kube: Any, node_name: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(kube.kubeconfig),
+            "NODE_NAME": node_name,
+            "GPUFLEET_AGENT_METRICS_HOST": "127.0.0.1",
+            "GPUFLEET_AGENT_METRICS_PORT": str(taken.getsockname()[1]),
+            "GPUFLEET_AGENT_LOG_FORMAT": "text",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gpufleet",
+            "agent",
+            "--simulate",
+            "1",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 1
+    assert b"cannot serve metrics" in output
+    assert b"Traceback" not in output
