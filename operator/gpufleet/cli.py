@@ -43,8 +43,12 @@ def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8080, help="REST facade port (default: %(default)s)")
+    parser.add_argument("--api-port", type=int, default=0, help="emulated Kubernetes API port (default: a free one)")
     parser.add_argument(
-        "--api-port", type=int, default=0, help="emulated Kubernetes API port (default: a free one)"
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="operator Prometheus /metrics port (default: off; the facade's /metrics is always on)",
     )
     parser.add_argument(
         "--grace-period",
@@ -66,9 +70,7 @@ def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("agent", help="run the node agent: NVML discovery, GPU status, heartbeats")
-    parser.add_argument(
-        "--node-name", default=None, help="Kubernetes node this agent runs on (default: $NODE_NAME)"
-    )
+    parser.add_argument("--node-name", default=None, help="Kubernetes node this agent runs on (default: $NODE_NAME)")
     parser.add_argument(
         "--register",
         action="store_true",
@@ -87,9 +89,7 @@ def _add_agent(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `gpufleet` command."""
-    parser = argparse.ArgumentParser(
-        prog="gpufleet", description="Manage a fleet of GPU hosts on Kubernetes."
-    )
+    parser = argparse.ArgumentParser(prog="gpufleet", description="Manage a fleet of GPU hosts on Kubernetes.")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for add in (_add_crds, _add_operator, _add_facade, _add_dev, _add_agent):
         add(sub)
