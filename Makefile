@@ -34,9 +34,30 @@ lint: $(VENV)/.installed
 crds: $(VENV)/.installed
 	$(BIN)/gpufleet crds --output-dir crds --output-dir charts/gpufleet/crds
 
-## bench: every benchmark, each printing a table
+## bench: every benchmark, each printing a table (ARGS="facade" runs benchmarks/facade.py only)
 bench: $(VENV)/.installed
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(ARGS)
 
 ## ci: what .ci/run does
 ci: lint test
+
+# ----- shipping: images, chart checks, end-to-end on kind ---------------------------------------
+DOCKER ?= docker
+IMAGE ?= gpufleet
+AGENT_IMAGE ?= gpufleet-agent
+IMAGE_TAG ?= dev
+
+.PHONY: images chart-check e2e
+
+## images: build the control-plane image (operator + facade) and the agent image with $(DOCKER)
+images:
+	$(DOCKER) build -f operator/Dockerfile -t $(IMAGE):$(IMAGE_TAG) .
+	$(DOCKER) build -f agent-daemonset/Dockerfile -t $(AGENT_IMAGE):$(IMAGE_TAG) .
+
+## chart-check: helm lint --strict and renders of charts/gpufleet validated against Kubernetes, RBAC and CRD checks
+chart-check: $(VENV)/.installed
+	$(BIN)/pytest -q tests/chart
+
+## e2e: kind cluster + images + helm install + integration tests + teardown (skips without docker, kind, helm, kubectl)
+e2e: $(VENV)/.installed
+	tests/e2e/run.sh

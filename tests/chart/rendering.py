@@ -1,0 +1,112 @@
+"""Rendering the chart the way `helm install` would, offline, with the Helm library itself.
+
+`helm_python` (PyPI `helm-python-sdk`) embeds Helm's Go SDK, so these tests run the real template
+engine, `values.schema.json` enforcement and `helm lint` without a helm binary or a cluster.
+Rendering is cached per values file: every test module reads the same few renders.
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import helm_python as helm
+import yaml
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "gpufleet"
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+RELEASE = "gpufleet"
+NAMESPACE = "gpufleet-system"
+
+#: Kubernetes minor versions the chart supports (Chart.yaml kubeVersion and what CI validates against).
+SUPPORTED_KUBERNETES = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0"]
+
+Manifest = dict[str, Any]
+
+
+def values_of(path: pathlib.Path) -> dict[str, Any]:
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return loaded or {}
+
+
+def render(values: dict[str, Any], *, release: str = RELEASE, namespace: str = NAMESPACE) -> dict[str, str]:
+    """Template path -> rendered text, for `values` over the chart's defaults (raises on bad values)."""
+    with helm.Chart.load(CHART) as chart:
+        rendered: dict[str, str] = chart.render(values, name=release, namespace=namespace)
+    return rendered
+
+
+def objects(rendered: dict[str, str]) -> list[Manifest]:
+    """Every Kubernetes object in a render (NOTES.txt and empty documents left out)."""
+    found: list[Manifest] = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith(".txt"):
+            continue
+        found.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return found
+
+
+@functools.cache
+def _render_file(path: pathlib.Path) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(render(values_of(path)).items()))
+
+
+def rendered_file(path: pathlib.Path) -> dict[str, str]:
+    return dict(_render_file(path))
+
+
+def objects_of_file(path: pathlib.Path) -> list[Manifest]:
+    return objects(rendered_file(path))
+
+
+def chart_crds() -> dict[str, str]:
+    """File name -> text of every CRD the chart installs from its crds/ folder."""
+    return {path.name: path.read_text(encoding="utf-8") for path in sorted((CHART / "crds").glob("*.yaml"))}
+
+
+def find(manifests: list[Manifest], kind: str, name_suffix: str = "") -> Manifest:
+    matches = [m for m in manifests if m["kind"] == kind and m["metadata"]["name"].endswith(name_suffix)]
+    assert len(matches) == 1, f"expected one {kind} named *{name_suffix}, found {len(matches)}"
+    return matches[0]
+
+
+def containers(manifests: list[Manifest]) -> Iterator[tuple[Manifest, Manifest]]:
+    """(workload, container) for every container of every Deployment and DaemonSet."""
+    for manifest in manifests:
+        if manifest["kind"] in ("Deployment", "DaemonSet"):
+            for container in manifest["spec"]["template"]["spec"]["containers"]:
+                yield manifest, container
+
+
+def ids(paths: list[pathlib.Path]) -> list[str]:
+    return [path.name.removesuffix("-values.yaml") for path in paths]
+
+
+Grant = tuple[str, str, str, str, str]
+"""(scope, apiGroup, resource, verb, resourceName): scope is "cluster" or a namespace, name "" means any."""
+
+
+def grants(role: Manifest) -> set[Grant]:
+    """A Role's or ClusterRole's rules flattened, so that how a template groups them does not matter."""
+    scope = role["metadata"].get("namespace", "cluster")
+    return {
+        (scope, group, resource, verb, name)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+        for name in rule.get("resourceNames") or [""]
+    }
+
+
+def component_grants(manifests: list[Manifest], component: str) -> set[Grant]:
+    """Everything the roles labelled for `component` grant."""
+    roles = [
+        m
+        for m in manifests
+        if m["kind"] in ("Role", "ClusterRole") and m["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    return set().union(*(grants(role) for role in roles))

@@ -1,0 +1,116 @@
+"""The rendered chart's CRDs, peering object and RBAC go into a Kubernetes API as Helm would send them.
+
+Runs against the emulated API by default and against a real cluster with `pytest --kubeconfig`.
+Objects go through the `kubernetes` dynamic client (discovery, then plain REST creates) in Helm's
+install order: CRDs, then ServiceAccounts and RBAC, then custom objects. Each is read back and
+everything created is deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from kubernetes import dynamic
+from kubernetes.dynamic import exceptions
+
+from . import rendering
+
+SMOKE_NAMESPACE = "gpufleet-chart-smoke"
+RELEASE = "chart-smoke"
+RBAC_ORDER = ["ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
+Manifest = dict[str, Any]
+
+
+class Installer:
+    """Creates objects through discovery, remembers them, and deletes them in reverse order."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.client = dynamic.DynamicClient(api_client)  # type: ignore[no-untyped-call]
+        self.created: list[Manifest] = []
+
+    def resource(self, manifest: Manifest) -> Any:
+        return self.client.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        try:
+            self.client.resources.get(api_version=api_version, kind=kind)
+        except exceptions.ResourceNotFoundError:
+            return False
+        return True
+
+    def create(self, manifest: Manifest) -> Any:
+        created = self.resource(manifest).create(body=manifest, namespace=manifest["metadata"].get("namespace"))
+        self.created.append(manifest)
+        return created
+
+    def read(self, manifest: Manifest) -> Any:
+        meta = manifest["metadata"]
+        return self.resource(manifest).get(name=meta["name"], namespace=meta.get("namespace")).to_dict()
+
+    def delete_all(self) -> None:
+        for manifest in reversed(self.created):
+            meta = manifest["metadata"]
+            with contextlib.suppress(exceptions.NotFoundError):
+                self.resource(manifest).delete(name=meta["name"], namespace=meta.get("namespace"))
+
+
+@pytest.fixture(scope="module")
+def chart_objects() -> list[Manifest]:
+    return rendering.objects(rendering.render({}, release=RELEASE, namespace=SMOKE_NAMESPACE))
+
+
+@pytest.fixture(scope="module")
+def installer(api_client: Any, apply_crd: Any) -> Iterator[Installer]:
+    """The chart's CRDs applied and a namespace for the release; what the tests create is deleted after."""
+    for text in rendering.chart_crds().values():
+        apply_crd(yaml.safe_load(text))
+    core = kubernetes.client.CoreV1Api(api_client)
+    try:
+        core.create_namespace(
+            kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=SMOKE_NAMESPACE))
+        )
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:
+            raise
+    installer = Installer(api_client)
+    yield installer
+    installer.delete_all()
+    core.delete_namespace(SMOKE_NAMESPACE)
+
+
+def test_the_chart_crds_are_served(installer: Installer) -> None:
+    assert installer.serves("gpufleet.io/v1alpha1", "Host")
+    assert installer.serves("gpufleet.io/v1alpha1", "GPU")
+    assert installer.serves("kopf.dev/v1", "KopfPeering")
+
+
+def test_kopf_can_keep_the_peering_object_alive(installer: Installer, chart_objects: list[Manifest]) -> None:
+    peering = rendering.find(chart_objects, "KopfPeering")
+    installer.create(peering)
+    # what Kopf's keep-alive sends: a merge patch of its peer entry into .status on the main endpoint
+    peer = {"priority": 1, "lifetime": 60, "lastseen": "2026-01-01T00:00:00+00:00"}
+    installer.resource(peering).patch(
+        body={"status": {"smoke@host": peer}},
+        name=peering["metadata"]["name"],
+        namespace=SMOKE_NAMESPACE,
+        content_type="application/merge-patch+json",
+    )
+    assert installer.read(peering)["status"]["smoke@host"] == peer
+
+
+def test_the_service_accounts_and_rbac_are_accepted(installer: Installer, chart_objects: list[Manifest]) -> None:
+    if not installer.serves("rbac.authorization.k8s.io/v1", "ClusterRole"):
+        pytest.skip("this API does not serve rbac.authorization.k8s.io/v1")
+    objects = sorted((m for m in chart_objects if m["kind"] in RBAC_ORDER), key=lambda m: RBAC_ORDER.index(m["kind"]))
+    assert {m["kind"] for m in objects} == set(RBAC_ORDER)
+    for manifest in objects:
+        installer.create(manifest)
+    for manifest in objects:
+        stored = installer.read(manifest)
+        for field in ("rules", "subjects", "roleRef"):
+            assert stored.get(field) == manifest.get(field), (manifest["kind"], manifest["metadata"]["name"], field)

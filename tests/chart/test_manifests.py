@@ -1,0 +1,105 @@
+"""Every object the chart renders is one a Kubernetes API server of each supported version accepts.
+
+Each values file in charts/gpufleet/ci/ is rendered by the Helm library, then every object is
+validated, strictly (unknown fields rejected), against the OpenAPI schemas of each supported
+Kubernetes version shipped by `kubernetes-validate`. `helm lint --strict` runs on the same files.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from . import rendering
+
+#: Kinds outside Kubernetes' own schemas, and where the chart's use of them is checked instead.
+THIRD_PARTY_KINDS = {
+    "KopfPeering": "kopf.dev/v1: schema in charts/gpufleet/crds/kopfpeerings.kopf.dev.yaml (checked below)",
+    "ServiceMonitor": "monitoring.coreos.com/v1: prometheus-operator's CRD, not installed by this chart",
+}
+
+
+@pytest.mark.parametrize("values_file", rendering.CI_VALUES, ids=rendering.ids(rendering.CI_VALUES))
+@pytest.mark.parametrize("version", rendering.SUPPORTED_KUBERNETES)
+def test_every_object_validates_against_kubernetes(values_file: pathlib.Path, version: str) -> None:
+    validated = 0
+    for manifest in rendering.objects_of_file(values_file):
+        if manifest["kind"] in THIRD_PARTY_KINDS:
+            continue
+        kubernetes_validate.validate(manifest, version, strict=True)
+        validated += 1
+    assert validated > 10
+
+
+@pytest.mark.parametrize("version", rendering.SUPPORTED_KUBERNETES)
+def test_the_chart_crds_validate_against_kubernetes(version: str) -> None:
+    for name, text in rendering.chart_crds().items():
+        crd = yaml.safe_load(text)
+        assert crd["kind"] == "CustomResourceDefinition", name
+        kubernetes_validate.validate(crd, version, strict=True)
+
+
+@pytest.mark.parametrize("values_file", rendering.CI_VALUES, ids=rendering.ids(rendering.CI_VALUES))
+def test_third_party_kinds_are_the_expected_api_versions(values_file: pathlib.Path) -> None:
+    """Skipping Kubernetes validation by kind must not let a look-alike of another group through."""
+    for manifest in rendering.objects_of_file(values_file):
+        if manifest["kind"] in THIRD_PARTY_KINDS:
+            assert THIRD_PARTY_KINDS[manifest["kind"]].startswith(manifest["apiVersion"] + ":")
+
+
+@pytest.mark.parametrize("values_file", rendering.CI_VALUES, ids=rendering.ids(rendering.CI_VALUES))
+@pytest.mark.parametrize("version", [rendering.SUPPORTED_KUBERNETES[0], rendering.SUPPORTED_KUBERNETES[-1]])
+def test_helm_lint_strict_is_clean(values_file: pathlib.Path, version: str) -> None:
+    report = helm.lint(
+        rendering.CHART,
+        rendering.values_of(values_file),
+        strict=True,
+        kube_version=f"v{version}",
+        namespace=rendering.NAMESPACE,
+    )
+    # severity 1 is informational ("icon is recommended"); strict mode fails on warnings (2) and errors (3)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert (problems, report["errors"]) == ([], [])
+
+
+def test_helm_lint_reports_a_broken_chart(tmp_path: pathlib.Path) -> None:
+    """The lint check can fail: a template with a syntax error is reported."""
+    with helm.Chart.load(rendering.CHART) as chart:
+        broken = pathlib.Path(chart.save_dir(tmp_path))
+    (broken / "templates" / "broken.yaml").write_text("kind: {{ .Values.nothing | nosuchfunction }}\n")
+    report = helm.lint(broken, strict=True, kube_version="v1.30.0")
+    assert [m for m in report["messages"] if m["severity"] >= 2] or report["errors"]
+
+
+def test_every_object_is_labelled_as_part_of_the_release() -> None:
+    for manifest in rendering.objects_of_file(rendering.CHART / "ci" / "hardened-values.yaml"):
+        labels = manifest["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == rendering.RELEASE, manifest["metadata"]["name"]
+        assert labels["app.kubernetes.io/part-of"] == "gpufleet"
+        assert labels["app.kubernetes.io/managed-by"] == "Helm"
+
+
+def test_namespaced_objects_go_to_the_release_namespace() -> None:
+    """Only the operator's Event Role sits elsewhere: Events about cluster-scoped Hosts live in default."""
+    elsewhere = {
+        (m["kind"], m["metadata"]["name"], m["metadata"].get("namespace"))
+        for m in rendering.objects_of_file(rendering.CHART / "ci" / "default-values.yaml")
+        if m["metadata"].get("namespace") not in (None, rendering.NAMESPACE)
+    }
+    assert elsewhere == {
+        ("Role", "gpufleet-operator-events", "default"),
+        ("RoleBinding", "gpufleet-operator-events", "default"),
+    }
+
+
+def test_the_validator_rejects_what_an_api_server_would() -> None:
+    """The validation above can fail: a misspelt field in a rendered Deployment is rejected."""
+    manifests = rendering.objects_of_file(rendering.CHART / "ci" / "default-values.yaml")
+    deployment = rendering.find(manifests, "Deployment")
+    deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"runAsNonroot": True}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, rendering.SUPPORTED_KUBERNETES[-1], strict=True)

@@ -1,0 +1,171 @@
+"""Each component is granted exactly what its code uses, nothing more.
+
+The expected grants are written out here, per component, with the code path that needs each:
+a template that grants more (or less) fails, and so does a code change that needs a new verb
+until both this table and the template say why. Rules are flattened to
+(scope, apiGroup, resource, verb, resourceName) so that how a template groups them does not matter.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import pytest
+
+from . import rendering
+
+Grant = rendering.Grant
+NS = rendering.NAMESPACE
+
+
+def _expand(scope: str, group: str, resource: str, verbs: str, name: str = "") -> set[Grant]:
+    return {(scope, group, resource, verb, name) for verb in verbs.split()}
+
+
+OPERATOR: set[Grant] = (
+    # Kopf: resource observer watches CRDs (kopf/_core/reactor/observation.py resource_observer)
+    _expand("cluster", "apiextensions.k8s.io", "customresourcedefinitions", "list watch")
+    # Kopf: namespace observer (observation.py namespace_observer)
+    | _expand("cluster", "", "namespaces", "list watch")
+    # hostwatch.run (list, watch); fleet.Fleet finalizer add/remove (patch, get on conflict) and labels (patch)
+    | _expand("cluster", "gpufleet.io", "hosts", "get list watch patch")
+    # fleet.Fleet status writes (patch_cluster_custom_object_status)
+    | _expand("cluster", "gpufleet.io", "hosts/status", "patch")
+    # Kopf watch stream for handlers.gpu_event; cleanup.release lists and deletes a host's GPUs
+    | _expand("cluster", "gpufleet.io", "gpus", "list watch delete")
+    # Kopf watch stream for handlers.token_secret_event; hostwatch lists at start; agent_tokens.ensure
+    # creates; cleanup.release deletes
+    | _expand(NS, "", "secrets", "list watch create delete")
+    # Kopf peering observer (list, watch) and keep-alive (patch); leadership.follow (get)
+    | _expand(NS, "kopf.dev", "kopfpeerings", "list watch")
+    | _expand(NS, "kopf.dev", "kopfpeerings", "get patch", "gpufleet")
+    # events.post, in events.EVENTS_NAMESPACE ("default"): Events about cluster-scoped Hosts
+    | _expand("default", "", "events", "create")
+)
+
+FACADE: set[Grant] = (
+    # facade.cache Host informer (list, watch); kubeapi.create_host, patch_host, delete_host
+    _expand("cluster", "gpufleet.io", "hosts", "list watch create patch delete")
+    # kubeapi.patch_host_status: legacy heartbeats
+    | _expand("cluster", "gpufleet.io", "hosts/status", "patch")
+    # facade.cache GPU informer
+    | _expand("cluster", "gpufleet.io", "gpus", "list watch")
+    # kubeapi.list_agent_token_secrets (informer: list, watch); kubeapi.create_secret at registration
+    | _expand(NS, "", "secrets", "list watch create")
+)
+FACADE_KUBERNETES_AUTH: set[Grant] = (
+    # kubeapi.token_review, kubeapi.access_review (auth.py, auth mode kubernetes only)
+    _expand("cluster", "authentication.k8s.io", "tokenreviews", "create")
+    | _expand("cluster", "authorization.k8s.io", "subjectaccessreviews", "create")
+)
+
+AGENT: set[Grant] = (
+    # binding.py: the node's Host by name (get) or by spec.nodeName (list)
+    _expand("cluster", "gpufleet.io", "hosts", "get list")
+    # heartbeat.py: Host status merge patch
+    | _expand("cluster", "gpufleet.io", "hosts/status", "patch")
+    # reconcile.py: list by label, create, get, patch, delete GPUs
+    | _expand("cluster", "gpufleet.io", "gpus", "get list create patch delete")
+    # agent.py: GPU status merge patch
+    | _expand("cluster", "gpufleet.io", "gpus/status", "patch")
+)
+AGENT_REGISTER = _expand("cluster", "gpufleet.io", "hosts", "create")  # binding.py with --register
+
+
+def _values(name: str) -> list[dict[str, Any]]:
+    return rendering.objects_of_file(rendering.CHART / "ci" / name)
+
+
+def test_the_operator_gets_exactly_what_it_uses() -> None:
+    assert rendering.component_grants(_values("default-values.yaml"), "operator") == OPERATOR
+
+
+def test_without_leader_election_the_operator_gets_no_peering() -> None:
+    expected = {g for g in OPERATOR if g[1] != "kopf.dev"}
+    assert rendering.component_grants(_values("minimal-values.yaml"), "operator") == expected
+
+
+def test_the_facade_gets_exactly_what_it_uses() -> None:
+    assert rendering.component_grants(_values("default-values.yaml"), "facade") == FACADE | FACADE_KUBERNETES_AUTH
+
+
+def test_static_auth_drops_the_review_grants() -> None:
+    assert rendering.component_grants(_values("minimal-values.yaml"), "facade") == FACADE
+
+
+def test_the_agent_gets_exactly_what_it_uses() -> None:
+    assert rendering.component_grants(_values("default-values.yaml"), "agent") == AGENT
+
+
+def test_agent_registration_adds_only_host_creation() -> None:
+    assert rendering.component_grants(_values("hardened-values.yaml"), "agent") == AGENT | AGENT_REGISTER
+
+
+def test_no_agent_no_agent_rbac() -> None:
+    assert rendering.component_grants(_values("minimal-values.yaml"), "agent") == set()
+
+
+@pytest.mark.parametrize("values_file", rendering.CI_VALUES, ids=rendering.ids(rendering.CI_VALUES))
+def test_no_role_grants_wildcards_or_escalation(values_file: pathlib.Path) -> None:
+    dangerous_verbs = {"*", "escalate", "bind", "impersonate"}
+    for manifest in rendering.objects_of_file(values_file):
+        if manifest["kind"] not in ("Role", "ClusterRole"):
+            continue
+        for scope, group, resource, verb, _ in rendering.grants(manifest):
+            assert "*" not in (group, resource), manifest["metadata"]["name"]
+            assert verb not in dangerous_verbs, manifest["metadata"]["name"]
+            assert not (resource == "secrets" and scope == "cluster"), "Secrets only in the release namespace"
+
+
+def _comment_above(lines: list[str], number: int) -> str:
+    """The comment block right above line `number`, looking through template-only lines."""
+    block: list[str] = []
+    above = number - 1
+    while above >= 0 and lines[above].strip().startswith(("#", "{{")):
+        if lines[above].strip().startswith("#"):
+            block.insert(0, lines[above])
+        above -= 1
+    return "\n".join(block)
+
+
+def test_every_rule_is_commented_framework_or_application() -> None:
+    for template in sorted((rendering.CHART / "templates").glob("rbac-*.yaml")):
+        lines = template.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if line.strip().startswith("- apiGroups:"):
+                comment = _comment_above(lines, number)
+                assert comment, f"{template.name}:{number + 1} has no comment"
+                if template.name != "rbac-user-roles.yaml":  # roles for people, not for a component
+                    assert "framework" in comment or "application" in comment, f"{template.name}:{number + 1}"
+
+
+@pytest.mark.parametrize("values_file", rendering.CI_VALUES, ids=rendering.ids(rendering.CI_VALUES))
+def test_bindings_bind_the_chart_roles_to_the_chart_service_accounts(values_file: pathlib.Path) -> None:
+    manifests = rendering.objects_of_file(values_file)
+    accounts = {(m["metadata"]["namespace"], m["metadata"]["name"]) for m in manifests if m["kind"] == "ServiceAccount"}
+    roles = {(m["kind"], m["metadata"]["name"]) for m in manifests if m["kind"] in ("Role", "ClusterRole")}
+    bindings = [m for m in manifests if m["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert bindings
+    for binding in bindings:
+        assert (binding["roleRef"]["kind"], binding["roleRef"]["name"]) in roles
+        for subject in binding["subjects"]:
+            assert subject["kind"] == "ServiceAccount"
+            assert (subject["namespace"], subject["name"]) in accounts
+
+
+def test_rest_roles_map_to_the_verbs_the_facade_reviews() -> None:
+    """auth.Access: list/get for viewers; create/update/delete for admins, on hosts.gpufleet.io."""
+    from gpufleet.facade import auth
+
+    manifests = _values("default-values.yaml")
+    admin = rendering.grants(rendering.find(manifests, "ClusterRole", "-admin"))
+    viewer = rendering.grants(rendering.find(manifests, "ClusterRole", "-viewer"))
+    for access in auth.Access:
+        grant = ("cluster", "gpufleet.io", "hosts", access.value, "")
+        assert grant in admin
+        assert (grant in viewer) is not access.admin_only
+    admin_role = rendering.find(manifests, "ClusterRole", "-admin")["metadata"]["labels"]
+    assert admin_role["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    viewer_role = rendering.find(manifests, "ClusterRole", "-viewer")["metadata"]["labels"]
+    assert viewer_role["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
