@@ -20,7 +20,7 @@ def main(names: list[str]) -> int:
     failures = 0
     for script in scripts:
         print(f"\n== {script.stem} ==", flush=True)
-        failures += subprocess.call([sys.executable, str(script)]) != 0
+        failures += subprocess.call([sys.executable, "-m", f"benchmarks.{script.stem}"], cwd=HERE.parent) != 0
     return 1 if failures else 0
 
 

@@ -1,0 +1,74 @@
+"""What every benchmark needs: free ports, child processes, their CPU and memory, waiting for HTTP.
+
+Benchmarks run the system under test in separate processes (as in production, and so that the
+load generator's CPU is not counted), read CPU time and memory from /proc, and wait for
+endpoints to answer before they measure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pathlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import aiohttp
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def process(
+    args: list[str], env: dict[str, str] | None = None, *, stderr: int | None = subprocess.DEVNULL
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `args` (environment: ours plus `env`) for the duration of the block; stopped, then killed."""
+    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=REPO, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """`VmRSS` (now) and `VmHWM` (peak) of a process, in MiB."""
+    values = {}
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values
+
+
+async def wait_http(session: aiohttp.ClientSession, url: str, patience: float = 60) -> None:
+    """Wait until `url` answers 200 (a server still starting refuses, or answers 503)."""
+    deadline = time.monotonic() + patience
+    while True:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with session.get(url) as reply:
+                if reply.status == 200:
+                    return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {patience:g}s")
+        await asyncio.sleep(0.1)
