@@ -115,3 +115,13 @@ def test_kubectl_prints_the_crd_columns(api: Api, kube: Any, namespace: str, wid
 def test_kubectl_explains_a_custom_resource(kube: Any, test_crds: None) -> None:
     explained = _kubectl(kube, "explain", "widgets.spec.size")
     assert "KIND:       Widget" in explained and "size <integer>" in explained
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+def test_kubectl_describe_shows_an_objects_events(api: Api, kube: Any, namespace: str, widgets: str) -> None:
+    created = api.ok("POST", widgets, widget("w-described"))
+    reference = {"kind": "Widget", "name": "w-described", "namespace": namespace, "uid": created["metadata"]["uid"]}
+    event = {"metadata": {"generateName": "w-"}, "reason": "Polished", "message": "shiny", "involvedObject": reference}
+    api.ok("POST", f"/api/v1/namespaces/{namespace}/events", {**event, "type": "Normal"})
+    described = _kubectl(kube, "describe", "widget", "w-described", "-n", namespace)
+    assert "Polished" in described and "shiny" in described

@@ -33,6 +33,30 @@ def test_core_and_events_k8s_io_events(api: Api, namespace: str) -> None:
     assert api.ok("POST", new, modern)["note"] == "hi"
 
 
+def test_an_objects_events_are_found_by_field_selector(api: Api, namespace: str) -> None:
+    """What kubectl describe sends to show an object's Events."""
+    core = f"/api/v1/namespaces/{namespace}/events"
+    for name, reason in [("x", "AboutX"), ("y", "AboutY")]:
+        api.ok(
+            "POST",
+            core,
+            {
+                "metadata": {"generateName": "ev-"},
+                "reason": reason,
+                "type": "Warning" if name == "y" else "Normal",
+                "involvedObject": {"kind": "Host", "name": name, "uid": f"uid-{name}"},
+            },
+        )
+    selector = "involvedObject.name=x,involvedObject.namespace=,involvedObject.kind=Host,involvedObject.uid=uid-x"
+    assert [e["reason"] for e in api.ok("GET", "/api/v1/events", fieldSelector=selector)["items"]] == ["AboutX"]
+    assert [e["reason"] for e in api.ok("GET", core, fieldSelector="type!=Normal")["items"]] == ["AboutY"]
+
+
+def test_an_unknown_field_label_is_a_400(api: Api, namespace: str) -> None:
+    status, body = api("GET", f"/api/v1/namespaces/{namespace}/events", fieldSelector="spec.color=red")
+    assert status == 400 and "field label not supported" in body["message"]
+
+
 def test_lease_optimistic_concurrency(api: Api, namespace: str) -> None:
     leases = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
     lease = api.ok(

@@ -189,7 +189,7 @@ class Emulator(kmock.KubernetesEmulator):
         if method == "GET" and route.name is None:
             predicate = selectors.combine(
                 selectors.label_selector(query.get("labelSelector")),
-                selectors.field_selector(query.get("fieldSelector")),
+                selectors.field_selector(query.get("fieldSelector"), resource.field_labels),
             )
             if watching.query_flag(query, "watch"):
                 return await watching.stream(request, coll, route.namespace, predicate, query, lambda: self.store.rv)

@@ -30,6 +30,8 @@ class ResourceDef:
     status_subresource: bool = False
     schema: JsonObj | None = dataclasses.field(default=None, compare=False, hash=False)
     printer_columns: tuple[JsonObj, ...] = dataclasses.field(default=(), compare=False, hash=False)
+    field_labels: tuple[str, ...] = ()
+    """Field-selector keys beyond metadata.name and metadata.namespace."""
     verbs: tuple[str, ...] = ALL_VERBS
     stored: bool = True  # reviews are answered, never stored
 
@@ -57,10 +59,32 @@ def _builtin(group: str, version: str, plural: str, kind: str, namespaced: bool,
     return ResourceDef(group, version, plural, kind, namespaced, singular=kind.lower(), **extra)
 
 
+# What kubectl describe selects an object's Events by, and what kubectl get events shows.
+_EVENT_FIELDS = tuple(
+    [f"involvedObject.{f}" for f in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")]
+    + ["reason", "reportingComponent", "type"]
+)
+_EVENT_COLUMNS: tuple[JsonObj, ...] = (
+    {"name": "Last Seen", "type": "date", "jsonPath": ".lastTimestamp"},
+    {"name": "Type", "type": "string", "jsonPath": ".type"},
+    {"name": "Reason", "type": "string", "jsonPath": ".reason"},
+    {"name": "Object", "type": "string", "jsonPath": ".involvedObject.name"},
+    {"name": "Message", "type": "string", "jsonPath": ".message"},
+)
+
 BUILTINS: tuple[ResourceDef, ...] = (
     _builtin("", "v1", "namespaces", "Namespace", False, shortnames=("ns",)),
-    _builtin("", "v1", "events", "Event", True, shortnames=("ev",)),
-    _builtin("", "v1", "secrets", "Secret", True),
+    _builtin(
+        "",
+        "v1",
+        "events",
+        "Event",
+        True,
+        shortnames=("ev",),
+        field_labels=_EVENT_FIELDS,
+        printer_columns=_EVENT_COLUMNS,
+    ),
+    _builtin("", "v1", "secrets", "Secret", True, field_labels=("type",)),
     _builtin("", "v1", "configmaps", "ConfigMap", True, shortnames=("cm",)),
     _builtin("events.k8s.io", "v1", "events", "Event", True, shortnames=("ev",)),
     _builtin("coordination.k8s.io", "v1", "leases", "Lease", True),

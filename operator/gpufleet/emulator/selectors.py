@@ -74,24 +74,32 @@ def label_selector(text: str | None) -> Predicate | None:
     return matches
 
 
-_FIELD_PATHS = {"metadata.name": "name", "metadata.namespace": "namespace"}
+#: Every resource can be selected by these; others only where the resource declares them.
+COMMON_FIELDS = ("metadata.name", "metadata.namespace")
 
 
-def field_selector(text: str | None) -> Predicate | None:
-    """Compile ``fieldSelector`` on ``metadata.name`` / ``metadata.namespace`` (= == !=)."""
+def _field_value(obj: dict[str, Any], path: str) -> str:
+    value: Any = obj
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return "" if value is None else str(value)
+
+
+def field_selector(text: str | None, fields: tuple[str, ...] = ()) -> Predicate | None:
+    """Compile ``fieldSelector`` (= == !=) on the common fields plus a resource's own `fields`."""
     if not text:
         return None
+    supported = {*COMMON_FIELDS, *fields}
     checks: list[tuple[str, bool, str]] = []
     for term in _split_terms(text):
         match = _OP_RE.match(term)
-        if not match or match.group(1) not in _FIELD_PATHS:
+        if not match or match.group(1) not in supported:
             raise bad_request(f'field label not supported: "{term.strip()}"')
         path, op, value = match.groups()
-        checks.append((_FIELD_PATHS[path], op != "!=", value))
+        checks.append((path, op != "!=", value))
 
     def matches(obj: dict[str, Any]) -> bool:
-        meta = obj.get("metadata", {})
-        return all((meta.get(key, "") == value) is wanted for key, wanted, value in checks)
+        return all((_field_value(obj, path) == value) is wanted for path, wanted, value in checks)
 
     return matches
 
