@@ -13,6 +13,7 @@ import os
 import pathlib
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -43,6 +44,21 @@ def process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def emulator_command(port: int, kubeconfig: pathlib.Path) -> list[str]:
+    """The emulated API on `port` with the CRDs installed, writing a kubeconfig for it."""
+    return [
+        sys.executable,
+        "-m",
+        "gpufleet.emulator",
+        "--port",
+        str(port),
+        "--kubeconfig",
+        str(kubeconfig),
+        "--crds",
+        str(REPO / "crds"),
+    ]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -111,17 +111,7 @@ async def main(count: int, seconds: float, concurrency: int) -> None:
     api_port, facade_port = _support.free_port(), _support.free_port()
     kubeconfig = workdir / "kubeconfig"
     (workdir / "tokens").write_text(f"{ADMIN},admin\n")
-    emulator = [
-        sys.executable,
-        "-m",
-        "gpufleet.emulator",
-        "--port",
-        str(api_port),
-        "--kubeconfig",
-        str(kubeconfig),
-        "--crds",
-        str(_support.REPO / "crds"),
-    ]
+    emulator = _support.emulator_command(api_port, kubeconfig)
     facade_env = {
         "KUBECONFIG": str(kubeconfig),
         "GPUFLEET_AUTH_MODE": "static",

@@ -147,17 +147,7 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
     api_port, metrics_port = _support.free_port(), _support.free_port()
     api = f"http://127.0.0.1:{api_port}"
     kubeconfig = workdir / "kubeconfig"
-    emulator_cmd = [
-        sys.executable,
-        "-m",
-        "gpufleet.emulator",
-        "--port",
-        str(api_port),
-        "--kubeconfig",
-        str(kubeconfig),
-        "--crds",
-        str(_support.REPO / "crds"),
-    ]
+    emulator_cmd = _support.emulator_command(api_port, kubeconfig)
     operator_env = {
         "KUBECONFIG": str(kubeconfig),
         "GPUFLEET_NAMESPACE": "gpufleet",
