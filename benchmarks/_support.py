@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
 
@@ -88,3 +88,21 @@ async def wait_http(session: aiohttp.ClientSession, url: str, patience: float = 
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer 200 within {patience:g}s")
         await asyncio.sleep(0.1)
+
+
+async def throughput(send: Callable[[int], Awaitable[None]], seconds: float, concurrency: int) -> float:
+    """Calls per second of `send(index)` from `concurrency` closed-loop workers over `seconds`."""
+    done = 0
+    deadline = time.monotonic() + seconds
+
+    async def worker(offset: int) -> None:
+        nonlocal done
+        index = offset
+        while time.monotonic() < deadline:
+            await send(index)
+            done += 1
+            index += concurrency
+
+    started = time.monotonic()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return done / (time.monotonic() - started)

@@ -73,25 +73,15 @@ async def populate(session: aiohttp.ClientSession, count: int, concurrency: int)
 
 
 async def rate(session: aiohttp.ClientSession, seconds: float, concurrency: int, count: int, status: bool) -> float:
-    done = 0
-    deadline = time.monotonic() + seconds
+    async def patch(index: int) -> None:
+        name = f"item-{index % count:05d}"
+        path = f"{ITEMS}/{name}/status" if status else f"{ITEMS}/{name}"
+        body = {"status": {"seen": index}} if status else {"spec": {"count": index}}
+        async with session.patch(path, json=body, headers=MERGE) as response:
+            assert response.status == 200, await response.text()
+            await response.read()
 
-    async def worker(offset: int) -> None:
-        nonlocal done
-        index = offset
-        while time.monotonic() < deadline:
-            name = f"item-{index % count:05d}"
-            path = f"{ITEMS}/{name}/status" if status else f"{ITEMS}/{name}"
-            body = {"status": {"seen": index}} if status else {"spec": {"count": index}}
-            async with session.patch(path, json=body, headers=MERGE) as response:
-                assert response.status == 200, await response.text()
-                await response.read()
-            done += 1
-            index += concurrency
-
-    started = time.monotonic()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return done / (time.monotonic() - started)
+    return await _support.throughput(patch, seconds, concurrency)
 
 
 async def get_median_ms(session: aiohttp.ClientSession, samples: int, count: int) -> float:

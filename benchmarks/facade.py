@@ -85,23 +85,6 @@ async def latencies(call: Callable[[int], Awaitable[None]], samples: int, pages:
     return timings
 
 
-async def throughput(send: Callable[[int], Awaitable[None]], seconds: float, concurrency: int) -> float:
-    done = 0
-    deadline = time.monotonic() + seconds
-
-    async def worker(offset: int) -> None:
-        nonlocal done
-        index = offset
-        while time.monotonic() < deadline:
-            await send(index)
-            done += 1
-            index += concurrency
-
-    started = time.monotonic()
-    await asyncio.gather(*(worker(i) for i in range(concurrency)))
-    return done / (time.monotonic() - started)
-
-
 def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
 
@@ -191,8 +174,8 @@ async def measure(
         async with api.patch(f"{HOSTS}/{name}/status", json=patch, headers=MERGE) as response:
             assert response.status == 200, await response.text()
 
-    facade_rate = await throughput(through_facade, seconds, concurrency)
-    direct_rate = await throughput(straight_to_api, seconds, concurrency)
+    facade_rate = await _support.throughput(through_facade, seconds, concurrency)
+    direct_rate = await _support.throughput(straight_to_api, seconds, concurrency)
     facade_ms, direct_ms = statistics.median(via_facade), statistics.median(direct)
     return [
         ("GET /api/v1/hosts page, facade, median / p99", f"{facade_ms:.2f} / {p99(via_facade):.2f} ms"),

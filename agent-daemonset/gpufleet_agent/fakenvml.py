@@ -119,10 +119,6 @@ class FakeNVML:
         with self._lock:
             self.devices[index].extra_celsius = celsius
 
-    def set_load(self, index: int, load: Load) -> None:
-        with self._lock:
-            self.devices[index].load = load
-
     def inject_xid(self, index: int, xid: int) -> None:
         """Raise an XID error on a GPU, as the driver would post it."""
         self._post(self.devices[index], nvml.EVENT_XID_CRITICAL, xid)
