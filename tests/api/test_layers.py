@@ -16,13 +16,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SOURCES = {"gpufleet": ROOT / "operator" / "gpufleet", "gpufleet_agent": ROOT / "agent-daemonset" / "gpufleet_agent"}
 
 #: What each part may import besides itself; the entry points (cli, dev, __main__) may import anything.
-FOUNDATION = {"gpufleet.api", "gpufleet.settings", "gpufleet.tokens", "gpufleet.kube", "gpufleet.logs"}
+FOUNDATION = {
+    "gpufleet.api",
+    "gpufleet.settings",
+    "gpufleet.tokens",
+    "gpufleet.kube",
+    "gpufleet.logs",
+    "gpufleet.backoff",
+    "gpufleet.informer",
+    "gpufleet.leaderelection",
+}
 ALLOWED = {
     "gpufleet.api": set(),
     "gpufleet.settings": set(),
     "gpufleet.logs": set(),
     "gpufleet.tokens": {"gpufleet.api"},
     "gpufleet.kube": set(),
+    "gpufleet.backoff": set(),
+    "gpufleet.informer": {"gpufleet.backoff"},
+    "gpufleet.leaderelection": {"gpufleet.backoff"},
     "gpufleet.emulator": set(),
     "gpufleet.controller": FOUNDATION,
     "gpufleet.facade": FOUNDATION,
