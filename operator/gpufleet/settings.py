@@ -43,15 +43,21 @@ class Settings(pydantic_settings.BaseSettings):
     )
 
     namespace: str = "gpufleet"
-    """Namespace of the operator and the facade: agent-token Secrets and the KopfPeering object."""
+    """Namespace of the operator and the facade: agent-token Secrets and the leader-election Lease."""
     grace_period_seconds: PositiveSeconds = 50.0
     """A host is offline when no newer heartbeat was observed for this long (Kubernetes' node-monitor grace)."""
     heartbeat_interval_seconds: PositiveSeconds = 10.0
     """Interval at which agents heartbeat; only used to warn when the grace period is under 4x it."""
     leader_election: bool = True
-    """Run Kopf peering so that only one replica acts at a time."""
-    peering_name: str = "gpufleet"
-    """Name of the Kopf peering object used for leader election."""
+    """Elect one writing replica through a `coordination.k8s.io/v1` Lease; standbys keep a warm view."""
+    leader_lease_name: str = "gpufleet-operator"
+    """Name of the leader-election Lease in `namespace` (`kubectl get lease` shows the holder)."""
+    lease_duration_seconds: PositiveSeconds = 15.0
+    """How long a standby waits, after it last saw the Lease renewed, before it takes over."""
+    renew_deadline_seconds: PositiveSeconds = 10.0
+    """A leader that could not renew for this long stops writing; shorter than the lease duration."""
+    retry_period_seconds: PositiveSeconds = 2.0
+    """Interval between attempts to acquire or renew the Lease."""
     metrics_port: Port = 9090
     """Port of the operator's Prometheus `/metrics` endpoint (0 disables it)."""
     liveness_port: Port = 8081
@@ -78,7 +84,7 @@ class Settings(pydantic_settings.BaseSettings):
     page_size_max: Annotated[int, pydantic.Field(ge=1)] = 100
     """Largest `page_size` a list request may ask for."""
     api_timeout_seconds: PositiveSeconds = 5.0
-    """How long the facade waits for the Kubernetes API before answering 503."""
+    """Longest wait for one Kubernetes API call (the facade answers 503 then; the operator retries)."""
     max_body_bytes: Annotated[int, pydantic.Field(ge=1024)] = 1024 * 1024
     """Largest request body the facade accepts (413 beyond)."""
 
@@ -88,6 +94,11 @@ class Settings(pydantic_settings.BaseSettings):
             raise ValueError("GPUFLEET_STATIC_TOKENS_FILE is required when GPUFLEET_AUTH_MODE=static")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("GPUFLEET_TLS_CERT_FILE and GPUFLEET_TLS_KEY_FILE must be set together")
+        if not self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError(
+                "leader election needs GPUFLEET_RETRY_PERIOD_SECONDS < GPUFLEET_RENEW_DEADLINE_SECONDS"
+                " < GPUFLEET_LEASE_DURATION_SECONDS, so that a leader stops writing before its Lease can be taken"
+            )
         if self.page_size_default > self.page_size_max:
             raise ValueError("GPUFLEET_PAGE_SIZE_DEFAULT must not exceed GPUFLEET_PAGE_SIZE_MAX")
         return self

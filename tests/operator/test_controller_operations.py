@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import socket
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -15,7 +14,6 @@ from controller_support import GRACE, Fleet, Operator, eventually
 from kubernetes_asyncio import client
 
 from gpufleet import settings
-from gpufleet.api import crds
 from gpufleet.controller import main
 
 
@@ -62,39 +60,50 @@ async def test_host_silent_while_the_operator_was_down_goes_offline_within_a_gra
 
 
 @pytest.fixture
-def peered(config: settings.Settings, apply_crd: object) -> settings.Settings:
-    apply_crd(crds.kopf_peering_crd())  # type: ignore[operator]
-    return config.model_copy(update={"leader_election": True, "peering_name": "gpufleet-test"})
+def elected(config: settings.Settings) -> settings.Settings:
+    """Leader election with short durations (the shape of kube-controller-manager's 15/10/2)."""
+    return config.model_copy(
+        update={
+            "leader_election": True,
+            "leader_lease_name": f"gpufleet-{config.namespace}",
+            "lease_duration_seconds": 3.0,
+            "renew_deadline_seconds": 2.0,
+            "retry_period_seconds": 0.5,
+        }
+    )
 
 
-@pytest.fixture
-async def peering_object(peered: settings.Settings, async_api_client: client.ApiClient) -> AsyncIterator[None]:
-    custom = client.CustomObjectsApi(async_api_client)
-    body = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": peered.peering_name}}
-    await custom.create_namespaced_custom_object("kopf.dev", "v1", peered.namespace, "kopfpeerings", body)
-    yield
+async def _holder(async_api_client: client.ApiClient, config: settings.Settings) -> str | None:
+    leases = client.CoordinationV1Api(async_api_client)
+    lease = await leases.read_namespaced_lease(config.leader_lease_name, config.namespace)
+    holder: str | None = lease.spec.holder_identity
+    return holder
 
 
 async def test_two_replicas_never_both_act_and_the_survivor_takes_over(
-    peered: settings.Settings, peering_object: None, async_api_client: client.ApiClient
+    elected: settings.Settings, async_api_client: client.ApiClient
 ) -> None:
-    first, second = Operator(peered), Operator(peered)
+    first, second = Operator(elected), Operator(elected)
     await first.start()
     await second.start()
-    users = Fleet(async_api_client, peered.namespace)
+    users = Fleet(async_api_client, elected.namespace)
     try:
-        await asyncio.sleep(2.5)  # the replicas see each other in the peering object (read every second)
+        await eventually(lambda: _has_holder(async_api_client, elected))
+        holder = await _holder(async_api_client, elected)
+        assert holder in (first.identity, second.identity)  # `kubectl get lease` shows who writes
         name = await users.apply_host()
         await users.heartbeat(name)
         await eventually(lambda: _state_is(users, name, "online"))
         await eventually(lambda: _state_is(users, name, "offline"), within=3 * GRACE)
         await asyncio.sleep(0.3)
         actors = {e.reporting_instance for e in await users.events_of(name)}
-        assert len(actors) == 1
+        assert actors == {holder}
 
-        leader = first if first.identity in actors else second
+        leader = first if first.identity == holder else second
         survivor = second if leader is first else first
-        await leader.stop()
+        await leader.stop()  # an orderly stop gives the Lease up: the survivor takes over at its next try
+        took = await eventually(lambda: _holder_is(async_api_client, elected, survivor.identity), within=3.0)
+        assert took < elected.lease_duration_seconds
         await users.heartbeat(name)
         await eventually(lambda: _state_is(users, name, "online"))
         assert {e.reporting_instance for e in await users.events_of(name)} - actors == {survivor.identity}
@@ -105,6 +114,17 @@ async def test_two_replicas_never_both_act_and_the_survivor_takes_over(
             await eventually(lambda name=name: _gone(users, name))  # type: ignore[misc]
         await first.stop()
         await second.stop()
+
+
+async def _has_holder(async_api_client: client.ApiClient, config: settings.Settings) -> bool:
+    try:
+        return bool(await _holder(async_api_client, config))
+    except client.ApiException:
+        return False
+
+
+async def _holder_is(async_api_client: client.ApiClient, config: settings.Settings, identity: str) -> bool:
+    return await _holder(async_api_client, config) == identity
 
 
 async def _gone(users: Fleet, name: str) -> bool:
@@ -132,7 +152,10 @@ async def test_metrics_count_hosts_transitions_and_handler_latency(
             text = await reply.text()
         assert 'gpufleet_hosts{health="healthy",state="online"}' in text
         assert 'gpufleet_host_transitions_total{state="online"}' in text
-        assert 'gpufleet_handler_duration_seconds_count{handler="host_event"}' in text
+        assert 'gpufleet_watch_fresh{resource="hosts"} 1.0' in text
+        assert "gpufleet_leader 1.0" in text  # without leader election, the one replica writes
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/readyz") as reply:
+            assert (reply.status, await reply.text()) == (200, "ok")
         assert "gpufleet_heartbeat_age_max_seconds" in text
         assert "gpufleet_gpus" in text
     finally:

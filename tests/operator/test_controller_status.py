@@ -6,7 +6,7 @@ import datetime
 from typing import Any
 
 from gpufleet.api import meta
-from gpufleet.controller import events, leadership, rollup, status
+from gpufleet.controller import events, rollup, status
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.UTC)
 LATER = NOW + datetime.timedelta(minutes=1)
@@ -94,29 +94,35 @@ def test_gpu_resources_win_over_the_reported_figure() -> None:
 
 def test_rollup_counts_allocated_gpus_per_host_through_moves_and_deletes() -> None:
     counts = rollup.Rollup()
+    version = iter(range(1, 100))
 
     def gpu(name: str, host: str, state: str) -> dict[str, Any]:
-        return {"metadata": {"name": name, "labels": {meta.HOST_LABEL: host}}, "status": {"state": state}}
+        metadata = {"name": name, "labels": {meta.HOST_LABEL: host}, "resourceVersion": str(next(version))}
+        return {"metadata": metadata, "status": {"state": state}}
 
-    assert counts.observe(gpu("a-gpu0", "a", "free")) == {"a"}
-    counts.observe(gpu("a-gpu1", "a", "allocated"))
+    def apply(body: dict[str, Any]) -> set[str]:
+        old = counts.store.get(body["metadata"]["name"])
+        return counts.hosts_touched(counts.store.apply(body), old)
+
+    assert apply(gpu("a-gpu0", "a", "free")) == {"a"}
+    apply(gpu("a-gpu1", "a", "allocated"))
     assert counts.counts("a") == (2, 1)
-    assert counts.observe(gpu("a-gpu1", "b", "allocated")) == {"a", "b"}  # relabelled to another host
+    assert apply(gpu("a-gpu1", "b", "allocated")) == {"a", "b"}  # relabelled to another host
     assert (counts.counts("a"), counts.counts("b")) == ((1, 0), (1, 1))
-    assert counts.forget("a-gpu0") == {"a"}
+    gone = counts.store.remove(gpu("a-gpu0", "a", "free"))
+    assert counts.hosts_touched(None, gone) == {"a"}
     assert counts.counts("a") is None
     assert counts.by_state() == {"allocated": 1}
 
 
-def test_only_a_replica_without_live_peers_of_equal_or_higher_priority_leads() -> None:
-    def peer(priority: int, seconds_ago: int) -> dict[str, Any]:
-        seen = (NOW - datetime.timedelta(seconds=seconds_ago)).isoformat()
-        return {"priority": priority, "lifetime": 60, "lastseen": seen}
-
-    assert leadership.leads({"me": peer(5, 0), "other": peer(4, 0)}, identity="me", priority=5, now=NOW)
-    assert not leadership.leads({"me": peer(5, 0), "other": peer(6, 0)}, identity="me", priority=5, now=NOW)
-    assert not leadership.leads({"other": peer(5, 0)}, identity="me", priority=5, now=NOW)
-    assert leadership.leads({"other": peer(9, 61)}, identity="me", priority=5, now=NOW)  # dead
+def test_rollup_keeps_only_host_and_state_of_a_gpu() -> None:
+    counts = rollup.Rollup()
+    body = {
+        "metadata": {"name": "g", "resourceVersion": "7", "labels": {meta.HOST_LABEL: "a"}, "annotations": {"x": "y"}},
+        "spec": {"uuid": "GPU-1", "model": "H100"},
+        "status": {"state": "free", "temperature": 70},
+    }
+    assert counts.store.apply(body) == {"metadata": {"name": "g", "resourceVersion": "7"}, "host": "a", "state": "free"}
 
 
 def test_events_beyond_the_burst_wait_for_the_steady_rate() -> None:

@@ -1,11 +1,17 @@
 """The operator's in-memory view of the fleet, and the one place that turns it into API writes.
 
-Every input (a Host from the watch, a GPU event, a passed deadline, a token Secret event)
-updates the view and schedules the host; a scheduled host is reconciled in its own task, one
-at a time per host, so the watch never waits for a write. Reconciliation compares the Host as
-last seen with what it should be (`status.plan`) and writes only the difference; it is
-level-based, so a lost race is repaired by the next event. Only the leading replica writes;
-the others keep their liveness view warm so that a take-over starts from it.
+Every input (a Host, a GPU or a token Secret from its informer, a passed deadline) updates the
+view and schedules the host; a scheduled host is reconciled in its own task, one at a time per
+host, so an informer never waits for a write. Reconciliation compares the Host as last seen with
+what it should be (`status.plan`) and writes only the difference; it is level-based, so a lost
+race is repaired by the next event.
+
+A host's reconciliation is retried until it succeeds, whatever the failure (a reset connection,
+a timeout, a 5xx, a 429), with jittered backoff: an offline verdict is the one write no later
+event will repair, since a dead host sends none. Every call is bounded by a timeout, so hung
+calls cannot hold the write slots. Only the leader writes, and only while its Lease is
+renewed (`fence`); standbys keep the whole view warm (liveness, GPU counts, tokens), so a
+take-over starts from what the fleet did, not from zero.
 """
 
 from __future__ import annotations
@@ -13,14 +19,15 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import exceptions
 
+from gpufleet import backoff, informer, tokens
 from gpufleet import settings as settings_
-from gpufleet import tokens
 from gpufleet.api import host, meta
 from gpufleet.controller import agent_tokens, cleanup, events, liveness, metrics, rollup, status
 
@@ -30,11 +37,30 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 #: Hosts written concurrently, e.g. when a rack's worth of deadlines pass at once.
 WRITE_CONCURRENCY = 64
-#: Backoff between attempts to write a host after an API error.
+#: Hosts read at once to confirm their silence (see `check`).
+CHECK_CONCURRENCY = 16
+#: Backoff between attempts to write a host after a failure.
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
 #: Event reason when a host gets a new agent token (at creation or after its Secret was deleted).
 TOKEN_ISSUED = "TokenIssued"  # noqa: S105 - an Event reason
+
+
+def host_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a Host: metadata, spec and status (not managedFields)."""
+    metadata = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
+    return {"metadata": metadata, "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
+
+
+def secret_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a token Secret: who it is for. Never the token."""
+    metadata = body.get("metadata") or {}
+    keep = ("name", "namespace", "resourceVersion", "labels", "ownerReferences")
+    return {"metadata": {key: metadata[key] for key in keep if key in metadata}}
+
+
+class NotLeading(Exception):
+    """A write was about to happen on a replica that no longer holds the Lease."""
 
 
 class Fleet:
@@ -46,22 +72,28 @@ class Fleet:
         api: client.ApiClient,
         *,
         identity: str,
-        priority: int,
         tracker: liveness.Liveness | None = None,
+        fence: Callable[[], bool] | None = None,
     ) -> None:
         self.config = config
         self.identity = identity
-        self.priority = priority
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.liveness = tracker if tracker is not None else liveness.Liveness(config.grace_period_seconds)
+        self.hosts = informer.Store(transform=host_view, keep_deleting=True)
+        """Hosts as the informer last saw them, with our own writes overlaid (see `_overlay_own_writes`)."""
         self.rollup = rollup.Rollup()
+        self.secrets = informer.Store(transform=secret_view)
         self.leading = not config.leader_election
-        self.hosts: dict[str, dict[str, Any]] = {}
+        self._fence = fence
+        #: One write must end before a standby could take the Lease over (see `leaderelection`).
+        self.write_timeout = min(
+            config.api_timeout_seconds, config.lease_duration_seconds - config.renew_deadline_seconds
+        )
         self.written: dict[str, dict[str, dict[str, Any]]] = {}
         """Operator-owned status fields and labels written but not yet seen back in a watch event."""
         self.tokens_known: set[str] = set()
-        """Hosts whose agent-token Secret exists, from the Secret watch and our own creations."""
+        """Hosts whose agent-token Secret exists, from the Secret informer and our own creations."""
         self.event_bucket = events.Bucket()
         self.metrics = metrics.Metrics()
         self.metrics.watch_fleet(self._host_states, self.rollup.by_state, self.liveness.oldest_heartbeat_age)
@@ -71,14 +103,12 @@ class Fleet:
         self._chores: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._writes = asyncio.Semaphore(WRITE_CONCURRENCY)
 
-    # ----- inputs ---------------------------------------------------------------------------------
+    # ----- inputs (informer callbacks: synchronous, O(1), never wait for the API) -----------------------
 
-    async def host_seen(self, body: Mapping[str, Any]) -> None:
+    def host_seen(self, view: dict[str, Any], old: dict[str, Any] | None = None) -> None:
         """A Host as the API shows it now (created, changed, heartbeating, or being deleted)."""
-        name = str(body["metadata"]["name"])
-        view = {key: dict(body.get(key) or {}) for key in ("metadata", "spec", "status")}
+        name = str(view["metadata"]["name"])
         self._overlay_own_writes(name, view)
-        self.hosts[name] = view
         current = view["status"]
         if self.liveness.observe(
             name,
@@ -91,42 +121,75 @@ class Fleet:
             self._lifecycle(name, view)
             self.schedule(name)
 
-    def host_deleted(self, name: str) -> None:
+    def host_gone(self, view: Mapping[str, Any]) -> None:
         """The Host is gone; whatever it left (deleted before we added the finalizer) goes too."""
-        self.hosts.pop(name, None)
+        name = str(view["metadata"]["name"])
         self.written.pop(name, None)
         self.liveness.forget(name)
         if self.leading:
-            self._chore("release", name, self._release(name))
+            self._chore("release", name, lambda: self._release(name))
 
     def is_live_host(self, name: str) -> bool:
         """Whether the Host exists and is not being deleted, as last seen."""
         view = self.hosts.get(name)
         return view is not None and not view["metadata"].get("deletionTimestamp")
 
-    def gpu_seen(self, body: Mapping[str, Any]) -> None:
-        for name in self.rollup.observe(body):
+    def gpu_changed(self, new: Mapping[str, Any] | None, old: Mapping[str, Any] | None = None) -> None:
+        """A GPU appeared, changed or went away (`new` None): recount the hosts it belonged to."""
+        for name in rollup.Rollup.hosts_touched(new, old):
             self.schedule(name)
 
-    def gpu_gone(self, name: str) -> None:
-        for host_name in self.rollup.forget(name):
-            self.schedule(host_name)
+    def token_seen(self, secret: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> None:
+        host_name = (secret["metadata"].get("labels") or {}).get(meta.HOST_LABEL)
+        if host_name:
+            self.tokens_known.add(str(host_name))
 
-    def token_seen(self, host_name: str) -> None:
-        self.tokens_known.add(host_name)
-
-    def token_gone(self, host_name: str) -> None:
+    def token_gone(self, secret: Mapping[str, Any]) -> None:
         """Deleting a host's token Secret rotates the token: issue a new one while the host exists."""
+        host_name = str((secret["metadata"].get("labels") or {}).get(meta.HOST_LABEL) or "")
         self.tokens_known.discard(host_name)
         view = self.hosts.get(host_name)
         if self.leading and view is not None and self.is_live_host(host_name):
-            self._chore("token", host_name, self._issue_token(host_name, str(view["metadata"].get("uid", ""))))
+            uid = str(view["metadata"].get("uid", ""))
+            self._chore("token", host_name, lambda: self._issue_token(host_name, uid))
 
     async def expire(self, gone: list[tuple[str, float]]) -> None:
         """Hosts whose deadlines passed: schedule their offline status (the leader writes it)."""
         for name, deadline in gone:
             self._deadlines[name] = deadline
             self.schedule(name)
+
+    async def check(self, names: list[str]) -> None:
+        """Read Hosts whose deadline passed while the watch was quiet: is their silence real?
+
+        A GET is answered from the API's current state, so a Host read after its deadline with
+        the heartbeat we last saw has truly been silent; one with a newer heartbeat is observed
+        as if the watch had delivered it (the watch was behind). Only the leader needs verdicts.
+        """
+        if not self.may_write():
+            return
+        limit = asyncio.Semaphore(CHECK_CONCURRENCY)
+
+        async def read(name: str) -> None:
+            async with limit:
+                sent_at = self.liveness.clock()
+                try:
+                    body = await self.custom.get_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, name)
+                except exceptions.ApiException as error:
+                    if error.status != 404:  # a deleted Host's DELETED event is on its way
+                        logger.warning("could not read host %s: %s", name, error.reason)
+                    return
+                except (TimeoutError, OSError, aiohttp.ClientError) as error:
+                    logger.warning("could not read host %s: %s", name, _describe(error))
+                    return
+            old = self.hosts.get(name)
+            stored = self.hosts.apply(body)
+            if stored is not None:
+                self.host_seen(stored, old)
+            heartbeat = ((self.hosts.get(name) or {}).get("status") or {}).get("lastHeartbeat")
+            self.liveness.checked(name, heartbeat=heartbeat, sent_at=sent_at)
+
+        await asyncio.gather(*(read(name) for name in names))
 
     def lead(self, leading: bool) -> None:
         """Start or stop writing; a new leader reconciles every host from its warm view."""
@@ -135,9 +198,15 @@ class Fleet:
         self.leading = leading
         logger.info("this replica %s", "leads now" if leading else "stands by")
         if leading:
-            for name, view in list(self.hosts.items()):
-                self._lifecycle(name, view)
-                self.schedule(name)
+            for name in list(self.hosts.names()):
+                view = self.hosts.get(name)
+                if view is not None:
+                    self._lifecycle(name, view)
+                    self.schedule(name)
+
+    def may_write(self) -> bool:
+        """Whether this replica may write now: it leads, and its Lease is still renewed."""
+        return self.leading and (self._fence is None or self._fence())
 
     # ----- scheduling -----------------------------------------------------------------------------
 
@@ -149,39 +218,66 @@ class Fleet:
             self._running[name] = asyncio.create_task(self._reconcile_until_clean(name))
 
     async def _reconcile_until_clean(self, name: str) -> None:
-        """Reconcile until no new input arrived meanwhile; failed writes are retried with backoff.
+        """Reconcile until no new input arrived meanwhile; a failure of any kind is retried with backoff.
 
         A retry matters most for an expiry: a silent host sends no further event to repair it.
         """
-        backoff = RETRY_FIRST_SECONDS
+        retry = backoff.Backoff(first=RETRY_FIRST_SECONDS, cap=RETRY_MAX_SECONDS)
         try:
             while True:
                 self._dirty.discard(name)
                 try:
                     async with self._writes:
                         await self.reconcile(name)
-                    backoff = RETRY_FIRST_SECONDS
-                except (exceptions.ApiException, OSError) as error:
-                    logger.warning(
-                        "could not update host %s (retrying in %gs): %s", name, backoff, error, extra={"host": name}
-                    )
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, RETRY_MAX_SECONDS)
+                    retry.reset()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:
+                    delay = retry.next(error)
+                    if backoff.is_transient(error):
+                        logger.warning(
+                            "could not update host %s (retrying in %.2gs): %s",
+                            name,
+                            delay,
+                            _describe(error),
+                            extra={"host": name},
+                        )
+                    else:
+                        logger.exception("could not update host %s (retrying in %.2gs)", name, delay)
+                    await asyncio.sleep(delay)
                     self._dirty.add(name)
-                if name not in self._dirty or name not in self.hosts:
+                if name not in self._dirty or name not in self.hosts or not self.leading:
                     return
         finally:
             del self._running[name]
 
-    def _chore(self, what: str, name: str, work: Coroutine[Any, Any, None]) -> None:
-        """Run a one-off task for a host unless the same one is already running."""
+    def _chore(self, what: str, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run a one-off task for a host unless the same one is already running; retried until done.
+
+        It stops early when this replica stops leading: the next leader does it from its own view.
+        """
         key = (what, name)
         if key in self._chores:
-            work.close()
             return
-        task = asyncio.create_task(work)
+        task = asyncio.create_task(self._until_done(what, name, work))
         self._chores[key] = task
         task.add_done_callback(lambda _: self._chores.pop(key, None))
+
+    async def _until_done(self, what: str, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        retry = backoff.Backoff(first=RETRY_FIRST_SECONDS, cap=RETRY_MAX_SECONDS)
+        while self.may_write():
+            try:
+                await work()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                delay = retry.next(error)
+                if backoff.is_transient(error):
+                    logger.warning("%s for host %s failed (retrying in %.2gs): %s", what, name, delay, _describe(error))
+                else:
+                    logger.exception("%s for host %s failed (retrying in %.2gs)", what, name, delay)
+                await asyncio.sleep(delay)
 
     async def idle(self) -> None:
         """Wait until no write is in flight (for tests and orderly shutdown)."""
@@ -195,14 +291,20 @@ class Fleet:
         finalizers = list(metadata.get("finalizers") or [])
         if metadata.get("deletionTimestamp"):
             if meta.CLEANUP_FINALIZER in finalizers:
-                self._chore("release", name, self._release(name, finalize=True))
+                self._chore("release", name, lambda: self._release(name, finalize=True))
             return
         if meta.CLEANUP_FINALIZER not in finalizers:
-            self._chore("finalizer", name, self._add_finalizer(name, finalizers))
+            self._chore("finalizer", name, lambda: self._add_finalizer(name, finalizers))
         if name not in self.tokens_known:
-            self._chore("token", name, self._issue_token(name, str(metadata.get("uid", ""))))
+            uid = str(metadata.get("uid", ""))
+            self._chore("token", name, lambda: self._issue_token(name, uid))
+
+    def _check_fence(self) -> None:
+        if not self.may_write():
+            raise NotLeading
 
     async def _json_patch_host(self, name: str, patch: list[dict[str, Any]]) -> None:
+        self._check_fence()
         await self.custom.patch_cluster_custom_object(
             meta.GROUP,
             meta.VERSION,
@@ -222,17 +324,14 @@ class Fleet:
             await self._json_patch_host(name, patch)
         except exceptions.ApiException as error:
             if error.status not in (404, 409, 422):  # gone, or raced: the next event retries
-                logger.warning("could not add the finalizer to host %s: %s", name, error)
+                raise
 
     async def _release(self, name: str, *, finalize: bool = False) -> None:
         """Delete the host's GPUs and token, then (for a Host being deleted) let it go."""
-        try:
-            gpus = await cleanup.release(self.custom, self.core, host_name=name, namespace=self.config.namespace)
-            if finalize:
-                await self._remove_finalizer(name)
-        except (exceptions.ApiException, OSError) as error:
-            logger.warning("could not clean up after host %s: %s", name, error, extra={"host": name})
-            return
+        self._check_fence()
+        gpus = await cleanup.release(self.custom, self.core, host_name=name, namespace=self.config.namespace)
+        if finalize:
+            await self._remove_finalizer(name)
         self.tokens_known.discard(name)
         logger.info("host %s deleted with its %d GPUs and agent token", name, gpus, extra={"host": name})
 
@@ -265,13 +364,12 @@ class Fleet:
                     raise
 
     async def _issue_token(self, host_name: str, host_uid: str) -> None:
-        try:
-            issued = await agent_tokens.ensure(
-                self.core, host_name=host_name, host_uid=host_uid, namespace=self.config.namespace
-            )
-        except (exceptions.ApiException, OSError) as error:
-            logger.warning("could not issue an agent token for host %s: %s", host_name, error)
-            return
+        if host_name in self.tokens_known or not self.is_live_host(host_name):
+            return  # the informer saw it meanwhile, or the host went
+        self._check_fence()
+        issued = await agent_tokens.ensure(
+            self.core, host_name=host_name, host_uid=host_uid, namespace=self.config.namespace
+        )
         self.tokens_known.add(host_name)
         if issued:
             secret = f"{self.config.namespace}/{tokens.secret_name(host_name)}"
@@ -308,8 +406,8 @@ class Fleet:
         `status.state` (and the detection-delay metric) does not wait for the rest.
         """
         view = self.hosts.get(name)
-        deadline = self._deadlines.pop(name, None)
-        if view is None or view["metadata"].get("deletionTimestamp") or not self.leading:
+        deadline = self._deadlines.get(name)
+        if view is None or view["metadata"].get("deletionTimestamp") or not self.may_write():
             return False
         todo = status.plan(
             view,
@@ -321,6 +419,7 @@ class Fleet:
         wrote = False
         try:
             if todo.status_patch is not None:
+                self._check_fence()
                 await self.custom.patch_cluster_custom_object_status(
                     meta.GROUP,
                     meta.VERSION,
@@ -334,6 +433,7 @@ class Fleet:
                 wrote = True
                 if deadline is not None and todo.new_state == host.HostState.OFFLINE:
                     self.metrics.detection_delay.observe(max(0.0, self.liveness.clock() - deadline))
+            self._deadlines.pop(name, None)
             followups = [self._post(view, event) for event in todo.events]
             if todo.labels_patch is not None:
                 followups.append(self._label(view, todo.labels_patch))
@@ -349,6 +449,7 @@ class Fleet:
 
     async def _label(self, view: dict[str, Any], labels: dict[str, str]) -> None:
         name = view["metadata"]["name"]
+        self._check_fence()
         await self.custom.patch_cluster_custom_object(
             meta.GROUP,
             meta.VERSION,
@@ -367,6 +468,7 @@ class Fleet:
         await self._send(view["metadata"]["name"], str(view["metadata"].get("uid", "")), event)
 
     async def _send(self, host_name: str, host_uid: str, event: status.Event) -> None:
+        self._check_fence()
         sent = await events.post(
             self.core,
             host_name=host_name,
@@ -379,6 +481,10 @@ class Fleet:
             self.metrics.events_dropped.inc()
 
     def _host_states(self) -> Iterator[tuple[str, str]]:
-        for view in list(self.hosts.values()):  # a snapshot: scrapes run in the metrics thread
+        for view in list(self.hosts.values()):  # a snapshot, though scrapes run on the loop
             current = view["status"]
             yield str(current.get("state") or "unknown"), str(current.get("healthStatus") or "unknown")
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

@@ -8,6 +8,15 @@ is then online until `now + grace` on our monotonic clock.
 Expiry is a heap of deadlines with lazy invalidation: a newer heartbeat pushes a new entry and
 leaves the old one to be skipped when popped. One task sleeps until the earliest deadline, so the
 cost grows with heartbeats, not with hosts x time, and no host is polled.
+
+No verdict while blind: a host is offline only when the operator could have seen its heartbeat
+for the whole grace period. A passed deadline is a verdict only once the view is confirmed
+*after* the deadline: by the watch (`confirm`: an event or bookmark arrived later, so a heartbeat
+written before it would have arrived too; in a fleet that heartbeats this takes milliseconds),
+or, where the watch is quiet, by reading the Host itself (`checked`: a GET sent after the
+deadline shows no newer heartbeat). While the watch is stale (`suspend`) nothing expires, and
+when it is fresh again (`resume`) every host still online gets a full grace period from that
+moment, as after a restart: a heartbeat that fell into the gap is not held against its host.
 """
 
 from __future__ import annotations
@@ -19,6 +28,9 @@ import heapq
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+
+#: How long a passed deadline waits for the watch to confirm it before the Host is read directly.
+CHECK_AFTER_SECONDS = 0.25
 
 
 class Clock(Protocol):
@@ -35,6 +47,8 @@ class _Tracked:
     """Our monotonic time when a heartbeat was last observed (None: none since we started)."""
     deadline: float | None = None
     """Our monotonic time at which the host goes offline (None: it is offline)."""
+    checked_at: float = float("-inf")
+    """Our clock when a direct read of the Host (sent then) showed no newer heartbeat."""
 
 
 class Liveness:
@@ -47,6 +61,11 @@ class Liveness:
         self._heap: list[tuple[float, str]] = []
         self.changed = asyncio.Event()
         """Set when a deadline earlier than every queued one may exist, so the expiry loop re-plans."""
+        self.suspended = True
+        """While the view is stale (and until it is first fresh), nothing expires."""
+        self.confirmed_at = float("-inf")
+        """Our clock when the watch last confirmed the view; only deadlines before it can expire."""
+        self._awaiting_confirmation = False
 
     def observe(self, name: str, *, heartbeat: str | None, reported_offline: bool, state: str | None) -> bool:
         """Account for a host as the API shows it now; whether a newer heartbeat was observed.
@@ -77,27 +96,93 @@ class Liveness:
         heapq.heappush(self._heap, (tracked.deadline, name))
 
     def is_online(self, name: str) -> bool:
+        """Online until a verdict: a passed deadline not yet confirmed by the watch is no verdict."""
         tracked = self._hosts.get(name)
-        return tracked is not None and tracked.deadline is not None and self.clock() < tracked.deadline
+        return tracked is not None and tracked.deadline is not None
+
+    def confirm(self, at: float) -> None:
+        """The watch delivered something at `at` (our clock): the view is complete up to then.
+
+        Called for every event, so it does O(1) work and wakes the expiry loop only if it waits.
+        """
+        self.confirmed_at = at
+        if self._awaiting_confirmation:
+            self._awaiting_confirmation = False
+            self.changed.set()
+
+    def suspend(self) -> None:
+        """The view is stale: stop expiring until `resume`."""
+        self.suspended = True
+
+    def resume(self) -> None:
+        """The view is fresh again: every host still online gets a full grace period from now."""
+        self.suspended = False
+        deadline = self.clock() + self.grace_seconds
+        self._heap = []
+        for name, tracked in self._hosts.items():
+            if tracked.deadline is not None:
+                tracked.deadline = deadline
+                self._heap.append((deadline, name))
+        heapq.heapify(self._heap)
+        self.changed.set()
 
     def forget(self, name: str) -> None:
         """Stop tracking a deleted host; its queued deadline is skipped when it comes up."""
         self._hosts.pop(name, None)
 
-    def next_deadline(self) -> float | None:
-        """The earliest queued deadline (possibly a stale one, which costs one wasted wake-up)."""
-        return self._heap[0][0] if self._heap else None
+    def checked(self, name: str, *, heartbeat: str | None, sent_at: float) -> None:
+        """A read of the Host sent at `sent_at` showed `heartbeat`: if nothing newer, its silence is real."""
+        tracked = self._hosts.get(name)
+        if tracked is not None and tracked.heartbeat == heartbeat:
+            tracked.checked_at = max(tracked.checked_at, sent_at)
+            self.changed.set()
+
+    def unconfirmed(self) -> list[str]:
+        """Hosts whose deadline passed that neither the watch nor a read has confirmed yet."""
+        if self.suspended:
+            return []
+        now = self.clock()
+        names = []
+        for deadline, name in self._heap:  # heap order is not sorted order: look at every passed entry
+            tracked = self._hosts.get(name)
+            if deadline < now and tracked is not None and tracked.deadline == deadline:
+                names.append(name)
+        return names
+
+    def next_wake(self) -> float | None:
+        """Seconds until the expiry loop has something to do; None: only when something changes.
+
+        None while suspended, and when the earliest deadline has passed but the watch has not
+        confirmed the view beyond it yet (`confirm` wakes the loop then).
+        """
+        if self.suspended or not self._heap:
+            return None
+        earliest = self._heap[0][0]
+        now = self.clock()
+        if earliest > now:
+            return earliest - now
+        self._awaiting_confirmation = earliest >= self.confirmed_at
+        return None if self._awaiting_confirmation else 0.0
 
     def expired(self) -> list[tuple[str, float]]:
-        """Hosts whose deadline has passed since the last call, with their deadlines; they are offline now."""
+        """Hosts whose deadline passed, confirmed by the watch, since the last call; they are offline now."""
+        if self.suspended:
+            return []
         now = self.clock()
         gone: list[tuple[str, float]] = []
-        while self._heap and self._heap[0][0] <= now:
+        waiting: list[tuple[float, str]] = []
+        while self._heap and self._heap[0][0] < now:
             deadline, name = heapq.heappop(self._heap)
             tracked = self._hosts.get(name)
-            if tracked is not None and tracked.deadline == deadline:
-                tracked.deadline = None
-                gone.append((name, deadline))
+            if tracked is None or tracked.deadline != deadline:
+                continue  # superseded by a newer heartbeat, or the host was deleted
+            if deadline >= self.confirmed_at and deadline >= tracked.checked_at:
+                waiting.append((deadline, name))  # not confirmed yet: back in the queue
+                continue
+            tracked.deadline = None
+            gone.append((name, deadline))
+        for entry in waiting:
+            heapq.heappush(self._heap, entry)
         return gone
 
     def heartbeat_age(self, name: str) -> float | None:
@@ -117,15 +202,30 @@ class Liveness:
 async def run_expiry(
     liveness: Liveness,
     on_expired: Callable[[list[tuple[str, float]]], Awaitable[None]],
+    check: Callable[[list[str]], Awaitable[None]] | None = None,
+    check_after: float = CHECK_AFTER_SECONDS,
 ) -> None:
-    """Forever: sleep until the earliest deadline (or until an earlier one appears), report expiries."""
+    """Forever: sleep until the earliest deadline (or until an earlier one appears), report expiries.
+
+    A passed deadline the watch does not confirm within `check_after` seconds is handed to
+    `check`, which reads the Hosts and reports through `Liveness.checked`.
+    """
     while True:
         liveness.changed.clear()
         gone = liveness.expired()
         if gone:
             await on_expired(gone)
             continue
-        deadline = liveness.next_deadline()
-        timeout = None if deadline is None else max(0.0, deadline - liveness.clock())
+        timeout = liveness.next_wake()
+        if timeout == 0.0:  # a stale heap entry at the top: expired() skipped it; look again
+            await asyncio.sleep(0)
+            continue
+        if timeout is None and check is not None and (waiting := liveness.unconfirmed()):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(liveness.changed.wait(), check_after)
+                continue  # the watch confirmed (or something else changed): look again
+            await check(waiting)
+            await asyncio.sleep(0)
+            continue
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(liveness.changed.wait(), timeout)

@@ -1,8 +1,11 @@
-"""GPU counts per Host, kept in memory from the GPU watch, whoever creates or changes the GPUs.
+"""GPU counts per Host, from the GPU informer's store, whoever creates or changes the GPUs.
 
 A GPU belongs to the Host named by its `gpufleet.io/host` label (the agent sets it, and it is
 what `kubectl get gpus -l gpufleet.io/host=...` selects on); it is *used* when its state is
-`allocated`. Counting from a watch keeps roll-up at O(1) per GPU change, with no list calls.
+`allocated`. The store keeps only a GPU's host and state (a fleet has eight GPUs per host, and
+whole objects would dominate the operator's memory), indexed by host, so a roll-up is O(GPUs of
+one host) with no list calls. Because the informer's relist replaces the store, a GPU deleted
+while the watch was down stops counting as soon as the list is back.
 """
 
 from __future__ import annotations
@@ -11,48 +14,45 @@ import collections
 from collections.abc import Mapping
 from typing import Any
 
+from gpufleet import informer
 from gpufleet.api import gpu, meta
+
+HOST_INDEX = "host"
+
+
+def compact(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the roll-up needs of a GPU: its name, version, host and state."""
+    metadata = body["metadata"]
+    labels = metadata.get("labels") or {}
+    host_name = labels.get(meta.HOST_LABEL) or (body.get("spec") or {}).get("hostName") or ""
+    return {
+        "metadata": {"name": metadata["name"], "resourceVersion": metadata.get("resourceVersion")},
+        "host": str(host_name),
+        "state": str((body.get("status") or {}).get("state") or gpu.GPUState.UNKNOWN.value),
+    }
 
 
 class Rollup:
-    """Each GPU's host and state, and per-host totals derived from them."""
+    """GPUs by host, and per-host totals derived from them."""
 
     def __init__(self) -> None:
-        self._gpus: dict[str, tuple[str, str]] = {}
-        self._by_host: dict[str, set[str]] = collections.defaultdict(set)
+        self.store = informer.Store(
+            transform=compact, indexers={HOST_INDEX: lambda obj: [obj["host"]] if obj["host"] else []}
+        )
 
-    def observe(self, body: Mapping[str, Any]) -> set[str]:
-        """Record a GPU as the API shows it; the hosts whose counts may have changed."""
-        name = str(body["metadata"]["name"])
-        labels = body["metadata"].get("labels") or {}
-        host_name = labels.get(meta.HOST_LABEL) or (body.get("spec") or {}).get("hostName")
-        state = str((body.get("status") or {}).get("state") or gpu.GPUState.UNKNOWN.value)
-        touched = self.forget(name)
-        if host_name:
-            self._gpus[name] = (str(host_name), state)
-            self._by_host[str(host_name)].add(name)
-            touched.add(str(host_name))
-        return touched
-
-    def forget(self, name: str) -> set[str]:
-        """Drop a deleted GPU; the host whose counts changed (if any)."""
-        previous = self._gpus.pop(name, None)
-        if previous is None:
-            return set()
-        members = self._by_host[previous[0]]
-        members.discard(name)
-        if not members:
-            del self._by_host[previous[0]]
-        return {previous[0]}
+    @staticmethod
+    def hosts_touched(new: Mapping[str, Any] | None, old: Mapping[str, Any] | None) -> set[str]:
+        """Hosts whose counts a change from `old` to `new` (either may be None) can have changed."""
+        return {obj["host"] for obj in (new, old) if obj is not None and obj["host"]}
 
     def counts(self, host_name: str) -> tuple[int, int] | None:
         """(total, allocated) GPUs of a host, or None when it has no GPU resources at all."""
-        members = self._by_host.get(host_name)
+        members = self.store.by(HOST_INDEX, host_name)
         if not members:
             return None
-        allocated = sum(1 for name in members if self._gpus[name][1] == gpu.GPUState.ALLOCATED)
+        allocated = sum(1 for obj in members if obj["state"] == gpu.GPUState.ALLOCATED)
         return len(members), allocated
 
     def by_state(self) -> dict[str, int]:
         """Number of GPUs in each state, fleet-wide (for metrics)."""
-        return dict(collections.Counter(state for _, state in list(self._gpus.values())))
+        return dict(collections.Counter(obj["state"] for obj in list(self.store.values())))
