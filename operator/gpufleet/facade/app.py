@@ -49,9 +49,9 @@ def _services(settings: Settings) -> routes.Services:
     secrets = auth.agent_token_store()
     timeout = settings.api_timeout_seconds
     informers = [
-        cache.Informer("hosts", hosts, k8s.list_hosts, timeout=timeout),
-        cache.Informer("gpus", gpus, k8s.list_gpus, timeout=timeout),
-        cache.Informer("agent-token-secrets", secrets, k8s.list_agent_token_secrets, timeout=timeout),
+        cache.Informer("hosts", k8s.list_hosts, store=hosts, timeout=timeout),
+        cache.Informer("gpus", k8s.list_gpus, store=gpus, timeout=timeout),
+        cache.Informer("agent-token-secrets", k8s.list_agent_token_secrets, store=secrets, timeout=timeout),
     ]
     callers: auth.Authorizer
     if settings.auth_mode is AuthMode.STATIC:
