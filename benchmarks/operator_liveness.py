@@ -1,11 +1,12 @@
-"""Offline detection at fleet scale: 10,000 hosts heartbeating every 10 s against the emulated API.
+"""Offline detection and memory at fleet scale: 10,000 hosts x 8 GPUs heartbeating every 10 s.
 
-Usage: python -m benchmarks.operator_liveness [--hosts 10000] [--interval 10] [--grace 40]
-                                             [--sample 200] [--measure 30]
+Usage: python -m benchmarks.operator_liveness [--hosts 10000] [--gpus-per-host 8] [--interval 10]
+                                             [--grace 40] [--sample 200] [--measure 30]
 
-Three processes: the emulated API, the operator (`python -m gpufleet operator`, so its CPU time
-and RSS are its own), and this load generator, which registers the hosts, heartbeats each of
-them every `--interval` seconds (merge patches on /status, as agents do), then stops a random
+Four processes: the emulated API, the operator (`python -m gpufleet operator`, so its CPU time
+and RSS are its own), the REST facade (`python -m gpufleet facade`, for its RSS on the same
+fleet), and this load generator, which registers the hosts and their GPU objects, heartbeats each
+host every `--interval` seconds (merge patches on /status, as agents do), then stops a random
 sample at staggered times and watches for them to be labelled offline.
 
 Detection delay is "from a host's deadline to its offline status being written". The operator
@@ -35,6 +36,7 @@ import aiohttp
 from benchmarks import _support
 
 HOSTS = "/apis/gpufleet.io/v1alpha1/hosts"
+GPUS = "/apis/gpufleet.io/v1alpha1/gpus"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
@@ -44,6 +46,21 @@ def _host(name: str) -> dict[str, Any]:
         "kind": "Host",
         "metadata": {"name": name},
         "spec": {"displayName": name, "ipAddress": "10.1.0.1", "osType": "linux", "totalCpu": 64, "totalMemory": 2**38},
+    }
+
+
+def _gpu(host_name: str, index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "gpufleet.io/v1alpha1",
+        "kind": "GPU",
+        "metadata": {"name": f"{host_name}-gpu{index}", "labels": {"gpufleet.io/host": host_name}},
+        "spec": {
+            "hostName": host_name,
+            "index": index,
+            "uuid": f"GPU-{host_name}-{index:02d}-0000-0000-000000000000",
+            "modelName": "NVIDIA H100 80GB HBM3",
+            "memoryTotal": 85_899_345_920,
+        },
     }
 
 
@@ -144,7 +161,7 @@ async def _metric_value(session: aiohttp.ClientSession, url: str) -> str:
 
 async def scenario(args: argparse.Namespace) -> dict[str, Any]:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="gpufleet-bench-"))
-    api_port, metrics_port = _support.free_port(), _support.free_port()
+    api_port, metrics_port, facade_port = _support.free_port(), _support.free_port(), _support.free_port()
     api = f"http://127.0.0.1:{api_port}"
     kubeconfig = workdir / "kubeconfig"
     emulator_cmd = _support.emulator_command(api_port, kubeconfig)
@@ -172,11 +189,30 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
                     await reply.read()
 
             await asyncio.gather(*(create(name) for name in names))
-            print(f"registered {args.hosts} hosts", file=sys.stderr, flush=True)
+
+            async def create_gpu(name: str, index: int) -> None:
+                async with limit, session.post(f"{api}{GPUS}", json=_gpu(name, index)) as reply:
+                    await reply.read()
+
+            await asyncio.gather(*(create_gpu(name, i) for name in names for i in range(args.gpus_per_host)))
+            print(f"registered {args.hosts} hosts, {args.hosts * args.gpus_per_host} GPUs", file=sys.stderr, flush=True)
+            tokens_file = workdir / "tokens"
+            tokens_file.write_text("bench-admin,admin\n", encoding="utf-8")
+            facade_env = {
+                **operator_env,
+                "GPUFLEET_FACADE_HOST": "127.0.0.1",
+                "GPUFLEET_FACADE_PORT": str(facade_port),
+                "GPUFLEET_AUTH_MODE": "static",
+                "GPUFLEET_STATIC_TOKENS_FILE": str(tokens_file),
+            }
             profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-            with _support.process([sys.executable, *profile, "-m", "gpufleet", "operator"], operator_env) as operator:
+            with (
+                _support.process([sys.executable, *profile, "-m", "gpufleet", "operator"], operator_env) as operator,
+                _support.process([sys.executable, "-m", "gpufleet", "facade"], facade_env) as facade,
+            ):
                 metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
                 await _support.wait_http(session, metrics_url)
+                await _support.wait_http(session, f"http://127.0.0.1:{facade_port}/readyz", patience=300)
                 load = LoadGenerator(session, api, names, args.interval)
                 generator = asyncio.create_task(load.run())
                 offline_seen: dict[str, float] = {}
@@ -200,6 +236,7 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
                 heartbeats = load.sent - sent_before
                 window = time.monotonic() - window_start
                 rss = _support.memory_mib(operator.pid)["VmRSS"]
+                facade_rss = _support.memory_mib(facade.pid)["VmRSS"]
 
                 sample = random.sample(names, min(args.sample, len(names)))
                 stop_times: dict[str, float] = {}
@@ -221,6 +258,8 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
     false_offline = sorted(set(offline_seen) - set(sample))
     return {
         "hosts": args.hosts,
+        "gpus": args.hosts * args.gpus_per_host,
+        "facade_rss_mib": facade_rss,
         "interval": args.interval,
         "grace": args.grace,
         "online_after_warmup": online_hosts,
@@ -244,11 +283,13 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
 
 def _table(r: dict[str, Any]) -> str:
     rows = [
-        ("hosts / heartbeat interval / grace", f"{r['hosts']} / {r['interval']:g} s / {r['grace']:g} s"),
+        ("hosts / GPU objects", f"{r['hosts']} / {r['gpus']}"),
+        ("heartbeat interval / grace", f"{r['interval']:g} s / {r['grace']:g} s"),
         ("hosts online after warm-up (time to converge)", f"{r['online_after_warmup']} ({r['converged']:.0f} s)"),
         ("heartbeats observed rate", f"{r['heartbeat_rate']:.0f} /s"),
         ("operator CPU per 1,000 heartbeats", f"{r['cpu_per_1000']:.3f} s  ({100 * r['cpu_share']:.0f}% of a core)"),
         ("operator RSS", f"{r['rss_mib']:.0f} MiB"),
+        ("facade RSS (same fleet, caches synced)", f"{r['facade_rss_mib']:.0f} MiB"),
         ("stopped hosts detected", f"{r['detected']} of {r['sampled']}"),
         ("detection delay p50 (operator, deadline -> status written)", f"<= {r['p50'] * 1000:.0f} ms"),
         ("detection delay p99 (operator, deadline -> status written)", f"<= {r['p99'] * 1000:.0f} ms"),
@@ -266,6 +307,7 @@ def _table(r: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=10_000, help="fleet size (default: %(default)s)")
+    parser.add_argument("--gpus-per-host", type=int, default=8, help="GPU objects per host (default: %(default)s)")
     parser.add_argument("--interval", type=float, default=10.0, help="heartbeat interval, s (default: %(default)s)")
     parser.add_argument("--grace", type=float, default=40.0, help="grace period, s (default: %(default)s)")
     parser.add_argument("--sample", type=int, default=200, help="hosts stopped to measure (default: %(default)s)")

@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -232,7 +233,8 @@ class LeaderElector:
     def _spec(self, *, acquire_time: str, renew_time: str, transitions: int | None = None) -> dict[str, Any]:
         spec: dict[str, Any] = {
             "holderIdentity": self.config.identity,
-            "leaseDurationSeconds": max(1, round(self.config.lease_duration)),
+            # Whole seconds in the API: round up, so a standby never waits less than the leader's fence.
+            "leaseDurationSeconds": math.ceil(self.config.lease_duration),
             "acquireTime": acquire_time,
             "renewTime": renew_time,
         }

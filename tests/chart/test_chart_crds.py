@@ -1,4 +1,4 @@
-"""The CRDs the chart installs are the generated ones, byte for byte, Kopf's peering CRD included.
+"""The CRDs the chart installs are the generated ones, byte for byte, and only gpufleet's own.
 
 Helm installs crds/ on first install and never upgrades it, so what is in there must be exactly
 what `gpufleet crds` generates from the models; `helm_python` is asked what it would install,
@@ -14,9 +14,6 @@ from gpufleet.api import crds
 
 from . import rendering
 
-#: Kopf's own peering CRD: without it the operator's mandatory peering keeps every watch paused.
-KOPF_PEERING = "kopfpeerings.kopf.dev.yaml"
-
 
 def _helm_crds() -> dict[str, str]:
     with helm.Chart.load(rendering.CHART) as chart:
@@ -26,7 +23,6 @@ def _helm_crds() -> dict[str, str]:
 def test_the_chart_installs_the_generated_crds() -> None:
     generated = {name: crds.render(crd) for name, crd in crds.all_crds().items()}
     installed = _helm_crds()
-    assert KOPF_PEERING in generated
     assert set(installed) == set(generated)
     for name, text in generated.items():
         assert installed[name] == text, (
@@ -41,14 +37,15 @@ def test_the_chart_crds_equal_the_top_level_crds() -> None:
     assert chart == top_level
 
 
-def test_the_peering_crd_serves_what_the_operator_uses() -> None:
-    from gpufleet.controller import leadership
+def test_the_chart_installs_only_gpufleet_crds() -> None:
+    """Leader election uses the built-in coordination.k8s.io/v1 Lease: no framework CRD ships.
 
-    crd = yaml.safe_load(rendering.chart_crds()[KOPF_PEERING])
-    assert crd["spec"]["group"] == leadership.PEERING_GROUP
-    assert crd["spec"]["names"]["plural"] == leadership.PEERING_PLURAL
-    assert crd["spec"]["scope"] == "Namespaced"  # the operator runs Kopf with namespaces=[its own]
-    (version,) = crd["spec"]["versions"]
-    assert (version["name"], version["served"], version["storage"]) == (leadership.PEERING_VERSION, True, True)
-    # Kopf patches peers into .status through the main endpoint: no status subresource may exist
-    assert "subresources" not in version
+    Kopf's `kopfpeerings.kopf.dev` did until the operator moved to a Lease; a leftover copy in
+    crds/ would make Helm install a CRD nothing uses.
+    """
+    chart = rendering.chart_crds()
+    assert chart
+    for name, text in chart.items():
+        crd = yaml.safe_load(text)
+        assert crd["spec"]["group"] == "gpufleet.io", name
+        assert name == f"{crd['metadata']['name']}.yaml"

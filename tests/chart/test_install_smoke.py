@@ -1,9 +1,9 @@
-"""The rendered chart's CRDs, peering object and RBAC go into a Kubernetes API as Helm would send them.
+"""The rendered chart's CRDs and RBAC go into a Kubernetes API as Helm would send them.
 
 Runs against the emulated API by default and against a real cluster with `pytest --kubeconfig`.
 Objects go through the `kubernetes` dynamic client (discovery, then plain REST creates) in Helm's
-install order: CRDs, then ServiceAccounts and RBAC, then custom objects. Each is read back and
-everything created is deleted afterwards.
+install order: CRDs, then ServiceAccounts and RBAC. Each is read back, and so is the leader-election
+Lease the operator writes (the chart does not create it); everything created is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -86,21 +86,41 @@ def installer(api_client: Any, apply_crd: Any) -> Iterator[Installer]:
 def test_the_chart_crds_are_served(installer: Installer) -> None:
     assert installer.serves("gpufleet.io/v1alpha1", "Host")
     assert installer.serves("gpufleet.io/v1alpha1", "GPU")
-    assert installer.serves("kopf.dev/v1", "KopfPeering")
+    assert not installer.serves("kopf.dev/v1", "KopfPeering")  # leader election uses a built-in Lease
 
 
-def test_kopf_can_keep_the_peering_object_alive(installer: Installer, chart_objects: list[Manifest]) -> None:
-    peering = rendering.find(chart_objects, "KopfPeering")
-    installer.create(peering)
-    # what Kopf's keep-alive sends: a merge patch of its peer entry into .status on the main endpoint
-    peer = {"priority": 1, "lifetime": 60, "lastseen": "2026-01-01T00:00:00+00:00"}
-    installer.resource(peering).patch(
-        body={"status": {"smoke@host": peer}},
-        name=peering["metadata"]["name"],
-        namespace=SMOKE_NAMESPACE,
-        content_type="application/merge-patch+json",
-    )
-    assert installer.read(peering)["status"]["smoke@host"] == peer
+def _operator_env(chart_objects: list[Manifest]) -> dict[str, str]:
+    pod = rendering.find(chart_objects, "Deployment")["spec"]["template"]["spec"]
+    operator = next(c for c in pod["containers"] if c["name"] == "operator")
+    return {var["name"]: var["value"] for var in operator["env"] if "value" in var}
+
+
+def test_the_operator_lease_can_be_created_and_renewed_only_from_its_latest_version(
+    installer: Installer, chart_objects: list[Manifest]
+) -> None:
+    """What leaderelection.LeaderElector sends: create when absent, then updates carrying resourceVersion."""
+    env = _operator_env(chart_objects)
+    lease: Manifest = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": env["GPUFLEET_LEADER_LEASE_NAME"], "namespace": SMOKE_NAMESPACE},
+        "spec": {
+            "holderIdentity": "smoke-a",
+            "leaseDurationSeconds": int(env["GPUFLEET_LEASE_DURATION_SECONDS"]),
+            "acquireTime": "2026-01-01T00:00:00.000000Z",
+            "renewTime": "2026-01-01T00:00:00.000000Z",
+            "leaseTransitions": 0,
+        },
+    }
+    created = installer.create(lease).to_dict()
+    renewed = {**created, "spec": {**created["spec"], "renewTime": "2026-01-01T00:00:02.000000Z"}}
+    installer.resource(lease).replace(body=renewed, name=lease["metadata"]["name"], namespace=SMOKE_NAMESPACE)
+    assert installer.read(lease)["spec"]["renewTime"] == "2026-01-01T00:00:02.000000Z"
+    # a second replica writing from the version it read before the renewal loses the race
+    taken = {**created, "spec": {**created["spec"], "holderIdentity": "smoke-b", "leaseTransitions": 1}}
+    with pytest.raises(exceptions.ConflictError):
+        installer.resource(lease).replace(body=taken, name=lease["metadata"]["name"], namespace=SMOKE_NAMESPACE)
+    assert installer.read(lease)["spec"]["holderIdentity"] == "smoke-a"
 
 
 def test_the_service_accounts_and_rbac_are_accepted(installer: Installer, chart_objects: list[Manifest]) -> None:

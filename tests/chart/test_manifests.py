@@ -18,7 +18,6 @@ from . import rendering
 
 #: Kinds outside Kubernetes' own schemas, and where the chart's use of them is checked instead.
 THIRD_PARTY_KINDS = {
-    "KopfPeering": "kopf.dev/v1: schema in charts/gpufleet/crds/kopfpeerings.kopf.dev.yaml (checked below)",
     "ServiceMonitor": "monitoring.coreos.com/v1: prometheus-operator's CRD, not installed by this chart",
 }
 

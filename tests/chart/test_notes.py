@@ -1,4 +1,4 @@
-"""NOTES.txt, printed after `helm install`, tells the user how to reach the facade and get a token."""
+"""NOTES.txt, printed after `helm install`, tells the user how to reach the facade, get a token and see the leader."""
 
 from __future__ import annotations
 
@@ -29,3 +29,11 @@ def test_notes_state_the_grace_period_and_how_to_upgrade_crds() -> None:
     notes = _notes("kind-values.yaml")
     assert "offline after 20s without a heartbeat (agents heartbeat every 5s)" in notes
     assert "kubectl apply --server-side -f charts/gpufleet/crds/" in notes
+
+
+def test_notes_say_how_to_see_the_leader() -> None:
+    assert "kubectl -n gpufleet-system get lease gpufleet-operator" in _notes("default-values.yaml")
+    assert "kubectl -n gpufleet-system get lease gpufleet-leader" in _notes("hardened-values.yaml")
+    minimal = _notes("minimal-values.yaml")
+    assert "get lease" not in minimal
+    assert "operator.leaderElection=false" in minimal

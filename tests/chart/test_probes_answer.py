@@ -3,15 +3,16 @@
 `gpufleet operator` and `gpufleet facade` are started as processes with exactly the environment
 the rendered Deployment gives them, against the cluster under test, and each probe of the
 rendered pod spec is sent to the port it names. A renamed setting, a probe path the code does not
-serve, or a peering object the operator cannot use fails here instead of in a crash loop.
+serve, or a leader-election Lease the operator cannot take fails here instead of in a crash loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import kubernetes
 import pytest
@@ -23,20 +24,21 @@ NAMESPACE = "gpufleet-probe-smoke"
 
 @pytest.fixture(scope="module")
 def deployment(crds_installed: list[str], api_client: Any) -> Iterator[dict[str, Any]]:
-    """The rendered Deployment, with its namespace and KopfPeering object present in the cluster."""
+    """The rendered Deployment, with its namespace present in the cluster (the operator creates its Lease)."""
     manifests = rendering.objects(rendering.render({}, namespace=NAMESPACE))
     core = kubernetes.client.CoreV1Api(api_client)
-    custom = kubernetes.client.CustomObjectsApi(api_client)
     namespace = kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=NAMESPACE))
     try:
         core.create_namespace(namespace)
     except kubernetes.client.ApiException as error:
         if error.status != 409:
             raise
-    peering = rendering.find(manifests, "KopfPeering")
-    custom.create_namespaced_custom_object("kopf.dev", "v1", NAMESPACE, "kopfpeerings", peering)
-    yield rendering.find(manifests, "Deployment")
-    custom.delete_namespaced_custom_object("kopf.dev", "v1", NAMESPACE, "kopfpeerings", peering["metadata"]["name"])
+    deployment = rendering.find(manifests, "Deployment")
+    yield deployment
+    operator = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "operator")
+    lease = next(var["value"] for var in operator["env"] if var["name"] == "GPUFLEET_LEADER_LEASE_NAME")
+    with contextlib.suppress(kubernetes.client.ApiException):
+        kubernetes.client.CoordinationV1Api(api_client).delete_namespaced_lease(lease, NAMESPACE)
     core.delete_namespace(NAMESPACE)
 
 
@@ -61,20 +63,30 @@ def test_the_facade_answers_its_readiness_and_liveness_probes(
         assert processes.answers(facade.probe_url("livenessProbe")) == 200
 
 
-def test_the_operator_answers_its_probes_and_joins_the_peering(
+def _holder(api_client: Any, name: str) -> str | None:
+    try:
+        lease = kubernetes.client.CoordinationV1Api(api_client).read_namespaced_lease(name, NAMESPACE)
+    except kubernetes.client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return lease.spec.holder_identity if lease.spec else None
+
+
+def test_the_operator_answers_its_probes_and_takes_the_lease(
     kube: Any, api_client: Any, deployment: dict[str, Any], tmp_path: pathlib.Path
 ) -> None:
     ports = {"GPUFLEET_METRICS_PORT": "metrics", "GPUFLEET_LIVENESS_PORT": "healthz"}
     with _container(deployment, "operator", kube, tmp_path / "log", ports) as operator:
+        lease = operator.env["GPUFLEET_LEADER_LEASE_NAME"]
         operator.wait_until_answering(operator.probe_url("startupProbe"))
         assert processes.answers(operator.probe_url("livenessProbe")) == 200
+        # /readyz answers 200 once the operator's watches have synced (503 until then)
+        operator.wait_until_answering(operator.probe_url("readinessProbe"))
         assert processes.answers(operator.url("metrics", "/metrics")) == 200
-        custom = kubernetes.client.CustomObjectsApi(api_client)
-        peering_name = operator.env["GPUFLEET_PEERING_NAME"]
         deadline = time.monotonic() + 20
-        peering: dict[str, Any] = {}
-        while time.monotonic() < deadline and not peering.get("status"):
-            body = custom.get_namespaced_custom_object("kopf.dev", "v1", NAMESPACE, "kopfpeerings", peering_name)
-            peering = cast(dict[str, Any], body)
+        while time.monotonic() < deadline and not _holder(api_client, lease):
             time.sleep(0.2)
-        assert peering.get("status"), f"the operator never kept the chart's KopfPeering alive:\n{operator.output()}"
+        assert _holder(api_client, lease), f"the operator never took the Lease {lease}:\n{operator.output()}"
+    # a graceful stop (SIGTERM, as the kubelet sends) gives the Lease up, so a standby need not wait it out
+    assert not _holder(api_client, lease), f"the stopped operator kept the Lease:\n{operator.output()}"

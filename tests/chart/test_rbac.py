@@ -28,31 +28,35 @@ OPERATOR: set[Grant] = (
     _expand("cluster", "apiextensions.k8s.io", "customresourcedefinitions", "list watch")
     # Kopf: namespace observer (observation.py namespace_observer)
     | _expand("cluster", "", "namespaces", "list watch")
-    # hostwatch.run (list, watch); fleet.Fleet finalizer add/remove (patch, get on conflict) and labels (patch)
+    # Host informer (list, watch); fleet.Fleet re-reads (get), finalizer add/remove and labels (patch)
     | _expand("cluster", "gpufleet.io", "hosts", "get list watch patch")
     # fleet.Fleet status writes (patch_cluster_custom_object_status)
     | _expand("cluster", "gpufleet.io", "hosts/status", "patch")
-    # Kopf watch stream for handlers.gpu_event; cleanup.release lists and deletes a host's GPUs
+    # GPU informer (list, watch) for the roll-up; cleanup.release lists and deletes a host's GPUs
     | _expand("cluster", "gpufleet.io", "gpus", "list watch delete")
-    # Kopf watch stream for handlers.token_secret_event; hostwatch lists at start; agent_tokens.ensure
-    # creates; cleanup.release deletes
+    # agent-token Secret informer (list, watch); agent_tokens.ensure creates; cleanup.release deletes
     | _expand(NS, "", "secrets", "list watch create delete")
-    # Kopf peering observer (list, watch) and keep-alive (patch); leadership.follow (get)
-    | _expand(NS, "kopf.dev", "kopfpeerings", "list watch")
-    | _expand(NS, "kopf.dev", "kopfpeerings", "get patch", "gpufleet")
+    # leaderelection.LeaderElector: reads its Lease on every try (get), renews it, takes it over and
+    # releases it on shutdown (update, with resourceVersion), by name; creates it when absent (create
+    # cannot be narrowed by name)
+    | _expand(NS, "coordination.k8s.io", "leases", "get update", "gpufleet-operator")
+    | _expand(NS, "coordination.k8s.io", "leases", "create")
     # events.post, in events.EVENTS_NAMESPACE ("default"): Events about cluster-scoped Hosts
     | _expand("default", "", "events", "create")
 )
 
 FACADE: set[Grant] = (
-    # facade.cache Host informer (list, watch); kubeapi.create_host, patch_host, delete_host
-    _expand("cluster", "gpufleet.io", "hosts", "list watch create patch delete")
+    # facade.cache Host informer (list, watch); kubeapi.create_host, patch_host, delete_host; kubeapi.read_host
+    # (register confirming a duplicate, claims.acquire judging a claim's Host, update/delete past the cache)
+    _expand("cluster", "gpufleet.io", "hosts", "get list watch create patch delete")
     # kubeapi.patch_host_status: legacy heartbeats
     | _expand("cluster", "gpufleet.io", "hosts/status", "patch")
     # facade.cache GPU informer
     | _expand("cluster", "gpufleet.io", "gpus", "list watch")
     # kubeapi.list_agent_token_secrets (informer: list, watch); kubeapi.create_secret at registration
     | _expand(NS, "", "secrets", "list watch create")
+    # claims.py IP claims: kubeapi.create_configmap, read_configmap, patch_configmap, delete_configmap
+    | _expand(NS, "", "configmaps", "create get patch delete")
 )
 FACADE_KUBERNETES_AUTH: set[Grant] = (
     # kubeapi.token_review, kubeapi.access_review (auth.py, auth mode kubernetes only)
@@ -81,9 +85,19 @@ def test_the_operator_gets_exactly_what_it_uses() -> None:
     assert rendering.component_grants(_values("default-values.yaml"), "operator") == OPERATOR
 
 
-def test_without_leader_election_the_operator_gets_no_peering() -> None:
-    expected = {g for g in OPERATOR if g[1] != "kopf.dev"}
+def test_without_leader_election_the_operator_gets_no_lease() -> None:
+    expected = {g for g in OPERATOR if g[1] != "coordination.k8s.io"}
+    assert expected < OPERATOR
     assert rendering.component_grants(_values("minimal-values.yaml"), "operator") == expected
+
+
+def test_the_lease_grants_follow_the_lease_name() -> None:
+    """hardened-values.yaml names its Lease gpufleet-leader: get and update follow it, nothing else moves."""
+    renamed = {
+        (scope, group, resource, verb, "gpufleet-leader" if name == "gpufleet-operator" else name)
+        for scope, group, resource, verb, name in OPERATOR
+    }
+    assert rendering.component_grants(_values("hardened-values.yaml"), "operator") == renamed
 
 
 def test_the_facade_gets_exactly_what_it_uses() -> None:

@@ -2,8 +2,8 @@
 
 test_rbac.py pins what the roles grant; this is the other half. Each component runs as a process
 with the environment the chart gives it, against a fresh emulated API whose request hook records
-every request, through a scenario that walks its code paths (a Host's life for the operator, every
-legacy REST call for the facade, registration and reporting for the agent). Each recorded request
+every request, through a scenario that walks its code paths (leader election and a Host's life for
+the operator, every legacy REST call for the facade, registration and reporting for the agent). Each recorded request
 is turned into RBAC attributes the way the API server does and checked against the component's
 rendered roles, so a new API call without a new rule fails here rather than with 403 in a cluster.
 The test's own requests carry `?pretty=true`, which the components never send, to tell them apart.
@@ -140,9 +140,7 @@ def _workload_container(manifests: list[dict[str, Any]], kind: str, name: str) -
 
 
 def test_the_operator_stays_within_its_roles_through_a_hosts_life(spied: Spied, tmp_path: pathlib.Path) -> None:
-    manifests = rendering.objects(rendering.render({}))
-    peering = rendering.find(manifests, "KopfPeering")
-    spied.call("POST", f"/apis/kopf.dev/v1/namespaces/{NAMESPACE}/kopfpeerings", peering)
+    manifests = rendering.objects(rendering.render({}))  # leader election on: no Lease yet, the operator creates it
     host = yaml.safe_load((SAMPLES / "host.yaml").read_text())
     gpu = yaml.safe_load((SAMPLES / "gpu.yaml").read_text())
     name = host["metadata"]["name"]
@@ -170,9 +168,18 @@ def test_the_operator_stays_within_its_roles_through_a_hosts_life(spied: Spied, 
         )
         spied.call("DELETE", f"{hosts}/{name}")
         _eventually(lambda: spied.call("GET", f"{hosts}/{name}") is None, f"Host deleted:\n{operator.output()}")
+        # the leader renews its Lease every retry period (2 s): see one renewal, however fast the above was
+        lease = operator.env["GPUFLEET_LEADER_LEASE_NAME"]
+        leases = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{lease}"
+        seen = _eventually(lambda: spied.call("GET", leases), "the leader Lease")["spec"]["renewTime"]
+        _eventually(lambda: spied.call("GET", leases)["spec"]["renewTime"] != seen, f"a renewal:\n{operator.output()}")
     made = _assert_covered(spied, "operator", manifests)
     assert ("cluster", "gpufleet.io", "hosts/status", "patch", name) in made
     assert ("cluster", "gpufleet.io", "gpus", "delete", gpu["metadata"]["name"]) in made
+    # leader election: read on every try (get), create when absent, renew and release on SIGTERM (update)
+    assert (NAMESPACE, "coordination.k8s.io", "leases", "create", "") in made
+    assert {(NAMESPACE, "coordination.k8s.io", "leases", verb, lease) for verb in ("get", "update")} <= made
+    assert not [request for request in made if request[1] == "kopf.dev"]
 
 
 def test_the_facade_stays_within_its_roles_through_every_legacy_call(spied: Spied, tmp_path: pathlib.Path) -> None:

@@ -98,8 +98,13 @@ def test_values_reach_the_containers(monkeypatch: pytest.MonkeyPatch) -> None:
     operator = _settings_from(_env(_container(manifests, "operator")), monkeypatch, settings.Settings)
     assert (operator.grace_period_seconds, operator.heartbeat_interval_seconds) == (120, 15)
     assert operator.flapping_warning() is None
+    assert operator.leader_lease_name == "gpufleet-leader"
+    timings = (operator.lease_duration_seconds, operator.renew_deadline_seconds, operator.retry_period_seconds)
+    assert timings == (30, 20, 4)
+    assert operator.api_timeout_seconds == 8
     facade = _settings_from(_env(_container(manifests, "facade")), monkeypatch, settings.Settings)
     assert facade.auth_mode is settings.AuthMode.STATIC
+    assert facade.api_timeout_seconds == 5  # the facade's own facade.apiTimeoutSeconds, not the operator's
     assert facade.tls_cert_file == pathlib.Path("/etc/gpufleet/tls/tls.crt")
     agent = _settings_from(_env(_container(manifests, "agent")), monkeypatch, agent_settings.AgentSettings)
     assert getattr(agent, AGENT_VARIABLES["GPUFLEET_AGENT_REGISTER"]) is True
@@ -131,8 +136,22 @@ def test_a_grace_period_of_exactly_four_heartbeats_is_accepted() -> None:
         ({"facade": {"pageSizeDefault": 500, "pageSizeMax": 100}}, "pageSizeDefault"),
         ({"facade": {"tls": {"enabled": True, "secretName": ""}}}, "secretName is required"),
         ({"operator": {"leaderElection": False}}, "replicas=1"),
+        ({"operator": {"leaseDurationSeconds": 10, "renewDeadlineSeconds": 10}}, "renewDeadlineSeconds"),
+        ({"operator": {"retryPeriodSeconds": 10}}, "retryPeriodSeconds"),
+        (
+            {"controlPlane": {"replicas": 1}, "operator": {"leaderElection": False, "retryPeriodSeconds": 12}},
+            "retryPeriodSeconds",
+        ),
     ],
-    ids=["resync-under-sample", "page-size", "tls-without-secret", "no-election-with-replicas"],
+    ids=[
+        "resync-under-sample",
+        "page-size",
+        "tls-without-secret",
+        "no-election-with-replicas",
+        "renew-deadline-not-under-lease",
+        "retry-not-under-renew-deadline",
+        "lease-timings-checked-without-election-too",
+    ],
 )
 def test_inconsistent_values_are_refused(values: dict[str, Any], message: str) -> None:
     with pytest.raises(helm.HelmError, match=message):
@@ -206,6 +225,18 @@ def test_every_probe_targets_a_declared_port(values_file: pathlib.Path) -> None:
             assert target in ports, (container["name"], target)
 
 
+def test_the_chart_leader_election_defaults_are_the_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chart sets every leader-election variable; by default to exactly the code's defaults."""
+    manifests = rendering.objects_of_file(rendering.CHART / "ci" / "default-values.yaml")
+    env = _env(_container(manifests, "operator"))
+    names = ["leader_election", "leader_lease_name", "lease_duration_seconds", "renew_deadline_seconds"]
+    names += ["retry_period_seconds", "api_timeout_seconds"]
+    assert {f"GPUFLEET_{name.upper()}" for name in names} <= set(env)
+    config = _settings_from(env, monkeypatch, settings.Settings)
+    defaults = settings.Settings.model_fields
+    assert {name: getattr(config, name) for name in names} == {name: defaults[name].default for name in names}
+
+
 def test_probes_follow_the_code_defaults() -> None:
     manifests = rendering.objects_of_file(rendering.CHART / "ci" / "default-values.yaml")
     operator, facade, agent = (_container(manifests, n) for n in ("operator", "facade", "agent"))
@@ -214,7 +245,10 @@ def test_probes_follow_the_code_defaults() -> None:
         "metrics": defaults["metrics_port"].default,
         "healthz": defaults["liveness_port"].default,
     }
-    assert operator["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert operator["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    # readiness: the operator's view of the fleet is fresh; served with /metrics
+    assert operator["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert _port_numbers(facade) == {"facade": 8080}
     assert facade["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "facade", "scheme": "HTTP"}
     assert facade["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -317,16 +351,24 @@ def test_the_dashboard_configmap_holds_the_shipped_dashboard() -> None:
     assert json.loads(configmap["data"]["gpufleet.json"]) == shipped
 
 
-def test_a_single_replica_gets_no_disruption_budget_and_no_peering() -> None:
-    kinds = _kinds("minimal-values.yaml")
-    assert "PodDisruptionBudget" not in kinds
-    assert "KopfPeering" not in kinds
-    assert {"PodDisruptionBudget", "KopfPeering"} <= _kinds("default-values.yaml")
+def test_a_single_replica_gets_no_disruption_budget() -> None:
+    assert "PodDisruptionBudget" not in _kinds("minimal-values.yaml")
+    assert "PodDisruptionBudget" in _kinds("default-values.yaml")
 
 
-def test_the_peering_object_is_the_one_the_operator_is_told_to_use() -> None:
-    manifests = rendering.objects_of_file(rendering.CHART / "ci" / "default-values.yaml")
-    peering = rendering.find(manifests, "KopfPeering")
+@pytest.mark.parametrize("values_file", FILES, ids=IDS)
+def test_the_chart_leaves_the_lease_to_the_operator(values_file: pathlib.Path) -> None:
+    """The operator creates and updates its Lease; the chart ships none, and nothing of Kopf peering."""
+    manifests = rendering.objects_of_file(values_file)
+    assert not [m for m in manifests if m["kind"] == "Lease" or m["apiVersion"].startswith("kopf.dev/")]
+
+
+@pytest.mark.parametrize("values_file", ["default-values.yaml", "hardened-values.yaml"])
+def test_the_operator_is_told_to_use_the_lease_its_role_names(values_file: str) -> None:
+    manifests = rendering.objects_of_file(rendering.CHART / "ci" / values_file)
     env = _env(_container(manifests, "operator"))
-    assert (env["GPUFLEET_LEADER_ELECTION"], env["GPUFLEET_PEERING_NAME"]) == ("true", peering["metadata"]["name"])
-    assert peering["metadata"]["namespace"] == env["GPUFLEET_NAMESPACE"]
+    role = rendering.find(manifests, "Role", "-operator")
+    (rule,) = [r for r in role["rules"] if r["resources"] == ["leases"] and r.get("resourceNames")]
+    assert env["GPUFLEET_LEADER_ELECTION"] == "true"
+    assert rule["resourceNames"] == [env["GPUFLEET_LEADER_LEASE_NAME"]]
+    assert role["metadata"]["namespace"] == env["GPUFLEET_NAMESPACE"]

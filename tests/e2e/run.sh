@@ -48,7 +48,7 @@ PORT_FORWARD_PID=
 diagnose() {
     say "diagnostics"
     kubectl get nodes,hosts,gpus -o wide || true
-    kubectl -n "$NAMESPACE" get all,kopfpeerings,secrets -o wide || true
+    kubectl -n "$NAMESPACE" get all,leases,secrets -o wide || true
     kubectl -n "$NAMESPACE" describe pods || true
     kubectl -n "$NAMESPACE" logs -l app.kubernetes.io/instance=$RELEASE --all-containers --prefix --tail=200 || true
     kubectl get events -A --sort-by=.lastTimestamp | tail -50 || true

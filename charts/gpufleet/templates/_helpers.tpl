@@ -97,6 +97,14 @@ makes a host flap offline on one late heartbeat (Kubernetes uses 40 s against 10
 {{- if and (not .Values.operator.leaderElection) (gt (int .Values.controlPlane.replicas) 1) }}
 {{- fail "operator.leaderElection=false needs controlPlane.replicas=1: several operators would act at once" }}
 {{- end }}
+{{- /* client-go's rule, also checked by the operator's settings: a leader stops writing (renew
+deadline) before a standby may take its Lease (lease duration), and retries in between. */}}
+{{- $lease := float64 .Values.operator.leaseDurationSeconds }}
+{{- $renew := float64 .Values.operator.renewDeadlineSeconds }}
+{{- $retry := float64 .Values.operator.retryPeriodSeconds }}
+{{- if not (and (lt $retry $renew) (lt $renew $lease)) }}
+{{- fail (printf "operator.retryPeriodSeconds (%v) < operator.renewDeadlineSeconds (%v) < operator.leaseDurationSeconds (%v) is required: a leader must stop writing before its Lease can be taken over" .Values.operator.retryPeriodSeconds .Values.operator.renewDeadlineSeconds .Values.operator.leaseDurationSeconds) }}
+{{- end }}
 {{- end }}
 
 {{/* The container securityContext of every non-root container: nothing to escalate to. */}}

@@ -142,46 +142,14 @@ def gpu_crd() -> dict[str, Any]:
     )
 
 
-def kopf_peering_crd() -> dict[str, Any]:
-    """Kopf's namespaced peering resource, which its leader election needs (as in Kopf's documentation).
-
-    It belongs to the framework, not to gpufleet's API, but it ships beside the gpufleet CRDs:
-    without it, an operator that runs with peering keeps every watch paused.
-    """
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "kopfpeerings.kopf.dev"},
-        "spec": {
-            "scope": "Namespaced",
-            "group": "kopf.dev",
-            "names": {"kind": "KopfPeering", "plural": "kopfpeerings", "singular": "kopfpeering"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
-                        }
-                    },
-                }
-            ],
-        },
-    }
-
-
 def gpufleet_crds() -> dict[str, dict[str, Any]]:
     """The CRDs of the gpufleet.io API group, by file name."""
     return {f"{crd['metadata']['name']}.yaml": crd for crd in (host_crd(), gpu_crd())}
 
 
 def all_crds() -> dict[str, dict[str, Any]]:
-    """Every CRD an installation needs, by file name: gpufleet's own and Kopf's peering."""
-    peering = kopf_peering_crd()
-    return {**gpufleet_crds(), f"{peering['metadata']['name']}.yaml": peering}
+    """Every CRD an installation needs, by file name: gpufleet's own (leader election uses a built-in Lease)."""
+    return gpufleet_crds()
 
 
 def render(crd: Mapping[str, Any]) -> str:
