@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from gpufleet.api import host, meta
+from gpufleet.facade import translate
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 VIEWER_TOKEN = "viewer-" + uuid.uuid4().hex
@@ -169,3 +170,16 @@ async def settled(problems: Callable[[], Any], within: float = 5.0) -> list[str]
         if not found or time.monotonic() > deadline:
             return found
         await asyncio.sleep(0.02)
+
+
+def hosts_with_ip(k8s: K8s, ip: str) -> list[str]:
+    """Names of the Hosts the API has (being deleted or not) with this IP address, however spelled."""
+    wanted = translate.normalised_ip(ip)
+    items = k8s.ok("GET", HOSTS_PATH)["items"]
+    return sorted(
+        item["metadata"]["name"] for item in items if translate.normalised_ip(item["spec"]["ipAddress"]) == wanted
+    )
+
+
+def configmap_path(namespace: str, name: str = "") -> str:
+    return f"/api/v1/namespaces/{namespace}/configmaps" + (f"/{name}" if name else "")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import re
 from typing import Any
 
 import pydantic
 import pytest
 
-from gpufleet.facade import cache, schemas, translate
+from gpufleet.facade import cache, claims, schemas, translate
 
 
 def _obj(name: str, version: int, deleting: bool = False, **spec: Any) -> dict[str, Any]:
@@ -111,3 +113,55 @@ class TestLabelRules:
         else:
             with pytest.raises(pydantic.ValidationError):
                 schemas.UpdateHost(labels={"k": value})
+
+
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_NOW = datetime.datetime(2026, 1, 26, 10, 0, 30, tzinfo=datetime.UTC)
+
+
+def _claim(*, owner_uid: str | None = None, created: str = "2026-01-26T10:00:00Z") -> dict[str, Any]:
+    claim = claims.manifest("10.0.0.7", "host-a", "ns")
+    claim["metadata"].update(uid="c1", resourceVersion="5", creationTimestamp=created)
+    if owner_uid is not None:
+        claim["metadata"]["ownerReferences"] = [
+            {"apiVersion": "gpufleet.io/v1alpha1", "kind": "Host", "name": "host-a", "uid": owner_uid}
+        ]
+    return claim
+
+
+def _host(uid: str = "h1", ip: str = "10.0.0.7", deleting: bool = False) -> dict[str, Any]:
+    obj = _obj("host-a", 3, ipAddress=ip)
+    obj["metadata"]["uid"] = uid
+    if deleting:
+        obj["metadata"]["deletionTimestamp"] = "2026-01-26T10:00:20Z"
+    return obj
+
+
+class TestClaims:
+    TRICKY = ["10.0.0.1", "10.0.1.0", "::1", "::", "1::", "::ffff:1.2.3.4", "::ffff:1:2:3:4", "fe80::1%eth0", "fe80::1"]
+
+    def test_names_are_valid_object_names_one_per_address(self) -> None:
+        names = [claims.name(translate.normalised_ip(ip)) for ip in self.TRICKY]
+        assert all(_SUBDOMAIN.match(name) and len(name) <= 253 for name in names), names
+        assert len(set(names)) == len(names)
+
+    def test_one_address_spelled_differently_has_one_name(self) -> None:
+        spellings = ["2001:db8::b2", "2001:0DB8:0000::00B2", "2001:db8:0:0:0:0:0:b2"]
+        assert len({claims.name(translate.normalised_ip(ip)) for ip in spellings}) == 1
+        assert claims.name("10.0.0.7") == "gpufleet-ip-10-0-0-7"
+
+    def test_a_bound_claim_stands_exactly_while_its_host_lives_with_its_ip(self) -> None:
+        bound = _claim(owner_uid="h1")
+        assert claims.holds(bound, "10.0.0.7", _host(), _NOW, 30).holds
+        assert not claims.holds(bound, "10.0.0.7", None, _NOW, 30).holds
+        assert not claims.holds(bound, "10.0.0.7", _host(deleting=True), _NOW, 30).holds
+        assert not claims.holds(bound, "10.0.0.7", _host(uid="h2"), _NOW, 30).holds  # re-created under its name
+        assert not claims.holds(bound, "10.0.0.7", _host(ip="10.0.0.8"), _NOW, 30).holds
+
+    def test_an_unbound_claim_stands_while_its_host_exists_or_for_the_grace(self) -> None:
+        unbound = _claim()
+        assert claims.holds(unbound, "10.0.0.7", None, _NOW, 31).holds  # 30 s old: in flight
+        assert not claims.holds(unbound, "10.0.0.7", None, _NOW, 30).holds
+        assert claims.holds(unbound, "10.0.0.7", _host(), _NOW, 30).holds  # created, not bound yet
+        assert not claims.holds(unbound, "10.0.0.7", _host(deleting=True), _NOW, 30).holds
+        assert claims.holds(_claim(created="garbled"), "10.0.0.7", None, _NOW, 30).holds

@@ -39,7 +39,7 @@ def api_message(exc: exceptions.ApiException) -> str:
 
 
 class Kubernetes:
-    """Hosts, their token Secrets and auth reviews, through one API client."""
+    """Hosts, their token Secrets, IP claims and auth reviews, through one API client."""
 
     # Typed as Any: dict bodies and `_content_type`/`_preload_content` are sent as is, which the
     # generated signatures (typed for model objects) do not describe.
@@ -74,6 +74,26 @@ class Kubernetes:
             if exc.status == 422:
                 raise errors.FacadeError(errors.REJECTED, api_message(exc)) from None
             raise
+
+    async def _json(self, call: Awaitable[aiohttp.ClientResponse]) -> Obj:
+        """`_call` for a request made with `_preload_content=False`: the body as JSON, untouched.
+
+        Raw, because the generated models would turn timestamps into datetimes and drop fields;
+        the client raises for error statuses only when it preloads, so this does it instead.
+        """
+
+        async def fetch() -> Obj:
+            response = await call
+            async with response:
+                data = await response.read()
+                if not 200 <= response.status <= 299:
+                    error = exceptions.ApiException(status=response.status, reason=response.reason)
+                    error.body = data  # the Status, for api_message
+                    raise error
+                result: Obj = json.loads(data)
+                return result
+
+        return await self._call(fetch())
 
     # ----- lists for the informers (raw responses, not bounded: informers bound them themselves) -------
 
@@ -137,6 +157,36 @@ class Kubernetes:
             self.objects.delete_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, name)
         )
         return result
+
+    async def read_host(self, name: str) -> Obj:
+        """A Host as the API has it now (not as the cache has it)."""
+        result: Obj = await self._call(
+            self.objects.get_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, name)
+        )
+        return result
+
+    # ----- IP claims (claims.py): ConfigMaps of the namespace ----------------------------------------------
+
+    async def create_configmap(self, body: Obj) -> Obj:
+        return await self._json(self.core.create_namespaced_config_map(self.namespace, body, _preload_content=False))
+
+    async def read_configmap(self, name: str) -> Obj:
+        return await self._json(self.core.read_namespaced_config_map(name, self.namespace, _preload_content=False))
+
+    async def patch_configmap(self, name: str, patch: Obj) -> Obj:
+        return await self._json(
+            self.core.patch_namespaced_config_map(
+                name, self.namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
+            )
+        )
+
+    async def delete_configmap(self, name: str, *, uid: str, resource_version: str | None = None) -> None:
+        """Delete only if the ConfigMap still has this uid (and resourceVersion, if given): else 409."""
+        preconditions = {"uid": uid, **({"resourceVersion": resource_version} if resource_version else {})}
+        options = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
+        await self._json(
+            self.core.delete_namespaced_config_map(name, self.namespace, body=options, _preload_content=False)
+        )
 
     # ----- reviews -------------------------------------------------------------------------------------------
 

@@ -3,11 +3,15 @@
 Each handler checks access first, then the input, then does one thing: reads come from the
 informer caches, writes go to the Kubernetes API and their results are applied to the caches at
 once, so the caller reads its own writes. Success messages are the API document's, byte for byte.
+
+Several replicas serve at once, each with its own caches, so nothing a write relies on may live
+only in one of them: duplicate IPs are refused by a claim in the API (claims.py), and a write
+to a host this replica's cache has not seen yet (another replica registered it a moment ago)
+asks the API before answering 404.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import math
@@ -20,7 +24,7 @@ from aiohttp import web
 
 from gpufleet import tokens
 from gpufleet.api import host, meta
-from gpufleet.facade import auth, cache, errors, kubeapi, schemas, translate
+from gpufleet.facade import auth, cache, claims, errors, kubeapi, schemas, translate
 from gpufleet.settings import Settings
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -45,8 +49,8 @@ class Services:
     informers: list[cache.Informer]
     guard: auth.Guard
     agent_tokens: auth.AgentTokens
-    #: One registration at a time, so two calls with the same IP cannot both pass the duplicate check.
-    registering: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
+    #: How long an IP claim without its Host stands (claims.GRACE_SECONDS; tests shorten it).
+    claim_grace_seconds: float = claims.GRACE_SECONDS
     _order: tuple[int, list[str]] = (-1, [])
     _selections: dict[tuple[str | None, str | None], tuple[int, list[str]]] = dataclasses.field(default_factory=dict)
 
@@ -153,6 +157,26 @@ def _host_or_404(services: Services, host_id: str) -> cache.Obj:
     return obj
 
 
+async def _current_host_or_404(services: Services, host_id: str) -> cache.Obj:
+    """The host from the cache, or else from the API: for writes, which must not 404 a host that
+    another replica registered a moment ago and whose watch event has not reached this cache."""
+    obj = services.hosts.get(host_id)
+    if obj is not None:
+        return obj
+    return await _read_host_or_404(services, host_id)
+
+
+async def _read_host_or_404(services: Services, host_id: str) -> cache.Obj:
+    try:
+        obj = await services.kube.read_host(host_id)
+    except kubeapi.ApiException as error:
+        raise _not_found_or(error, host_id) from None
+    if obj["metadata"].get("deletionTimestamp"):  # being deleted reads as gone, as in the cache
+        raise errors.FacadeError(errors.HOST_NOT_FOUND, host_id)
+    services.hosts.apply(obj)
+    return obj
+
+
 # ----- the seven operations -------------------------------------------------------------------------------
 
 
@@ -164,32 +188,68 @@ async def register_host(request: web.Request) -> web.Response:
         spec = translate.host_spec(body)
     except pydantic.ValidationError as error:
         raise invalid_body(error) from None
-    async with services.registering:
-        for existing in services.hosts.by("ip", spec.ip_address):
-            raise errors.FacadeError(
-                errors.DUPLICATE_IP,
-                f"{spec.ip_address} is registered as {existing['metadata']['name']}",
-            )
-        created = await _create_host(services, spec, body.labels)
-        services.hosts.apply(created)
+    await _refuse_cached_duplicate(services, spec.ip_address)
+    # The claim is what makes the check hold across replicas: one create of its name succeeds.
+    claim = await claims.acquire(services.kube, spec.ip_address, _new_host_id(), grace=services.claim_grace_seconds)
+    try:
+        created = await _create_host(services, spec, body.labels, claim["data"]["host"])
+    except Exception:
+        await claims.release(services.kube, claim)
+        raise
     name = created["metadata"]["name"]
+    try:
+        claim = await claims.bind(services.kube, claim, created)
+    except claims.Lost:
+        # Judged stale and taken over by another registration while this one was slow: that one
+        # holds the IP now, so this one is the duplicate, and takes its Host back (not the claim).
+        await _undo_registration(services, name, None)
+        raise errors.FacadeError(errors.DUPLICATE_IP, f"{spec.ip_address} is being registered concurrently") from None
+    except Exception:
+        await _undo_registration(services, name, claim)
+        raise
+    services.hosts.apply(created)
     try:
         token = await _issue_token(services, name, created["metadata"]["uid"])
     except Exception:
-        await _undo_registration(services, name)
+        await _undo_registration(services, name, claim)
         raise
     data = {"host_id": name, "name": body.name, "status": host.HostState.OFFLINE.value, "agent_token": token}
     return envelope(data, REGISTERED, status=201)
 
 
-async def _create_host(services: Services, spec: host.HostSpec, labels: dict[str, str]) -> cache.Obj:
+async def _refuse_cached_duplicate(services: Services, ip: str) -> None:
+    """The duplicate check of the cache, which also sees Hosts that carry no claim (applied with
+    kubectl, or by an agent's --register). What it finds is confirmed with the API first: another
+    replica may have deleted that host a moment ago, and its IP is free as soon as it did."""
+    for existing in list(services.hosts.by("ip", ip)):
+        name = existing["metadata"]["name"]
+        try:
+            current = await services.kube.read_host(name)
+        except kubeapi.ApiException as error:
+            if error.status != 404:
+                raise
+            services.hosts.remove(existing)
+            continue
+        services.hosts.apply(current)  # drops it if it is being deleted, re-indexes it if its IP changed
+        moved = translate.normalised_ip(str((current.get("spec") or {}).get("ipAddress", ""))) != ip
+        if not current["metadata"].get("deletionTimestamp") and not moved:
+            raise errors.FacadeError(errors.DUPLICATE_IP, f"{ip} is registered as {name}")
+
+
+def _new_host_id() -> str:
+    return "host-" + "".join(secrets.choice(HOST_ID_ALPHABET) for _ in range(10))
+
+
+async def _create_host(services: Services, spec: host.HostSpec, labels: dict[str, str], name: str) -> cache.Obj:
+    """Create the Host, as `name` (the name its claim announces) unless that is taken."""
     for _ in range(HOST_ID_ATTEMPTS):
-        name = "host-" + "".join(secrets.choice(HOST_ID_ALPHABET) for _ in range(10))
         try:
             return await services.kube.create_host(translate.host_manifest(name, spec, labels))
         except kubeapi.ApiException as error:
             if error.status != 409:
                 raise
+        # Binding the claim records the name finally used; until then `claims.holds` checks the IP too.
+        name = _new_host_id()
     raise errors.FacadeError(errors.CONFLICT, "no free host id was found")
 
 
@@ -211,12 +271,23 @@ async def _issue_token(services: Services, name: str, uid: str) -> str:
     return issued
 
 
-async def _undo_registration(services: Services, name: str) -> None:
-    """A host without a token cannot heartbeat: take it back rather than leave it half-registered."""
+async def _undo_registration(services: Services, name: str, claim: cache.Obj | None) -> None:
+    """A host without a token cannot heartbeat: take it back rather than leave it half-registered.
+
+    Its claim goes only once the API has taken the Host's deletion: while the Host may still
+    live, the claim (bound to it, or naming it) must keep its IP taken.
+    """
     try:
         services.hosts.remove(await services.kube.delete_host(name))
-    except (errors.FacadeError, kubeapi.ApiException):
+    except kubeapi.ApiException as error:
         services.hosts.remove({"metadata": {"name": name}})
+        if error.status != 404:
+            return
+    except errors.FacadeError:
+        services.hosts.remove({"metadata": {"name": name}})
+        return
+    if claim is not None:
+        await claims.release(services.kube, claim)
 
 
 async def list_hosts(request: web.Request) -> web.Response:
@@ -256,7 +327,12 @@ async def update_host(request: web.Request) -> web.Response:
     await services.guard.require(request, auth.Access.UPDATE)
     body = await read_body(request, schemas.UpdateHost, services.settings.max_body_bytes)
     host_id = request.match_info["host_id"]
-    current = _host_or_404(services, host_id)
+    if body.labels is None:
+        current = await _current_host_or_404(services, host_id)
+    else:
+        # Which labels to remove is read off the Host as the API has it: another replica may have
+        # changed them a moment ago and this cache not have seen it yet.
+        current = await _read_host_or_404(services, host_id)
     try:
         updated = await services.kube.patch_host(host_id, translate.update_patch(current, body))
     except kubeapi.ApiException as error:
@@ -269,15 +345,19 @@ async def delete_host(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     await services.guard.require(request, auth.Access.DELETE)
     host_id = request.match_info["host_id"]
-    _host_or_404(services, host_id)
+    current = await _current_host_or_404(services, host_id)
     try:
         result = await services.kube.delete_host(host_id)
     except kubeapi.ApiException as error:
         raise _not_found_or(error, host_id) from None
     if result.get("kind") == host.KIND:
         services.hosts.remove(result)
+        current = result
     else:  # a Status: the object is gone and its last version unknown
         services.hosts.remove({"metadata": {"name": host_id}})
+    # Frees the IP now; should this fail, the claim no longer holds (its Host is going) and the
+    # next registration of the IP takes it over.
+    await claims.release_for(services.kube, current)
     return web.Response(status=204)
 
 
