@@ -46,12 +46,12 @@ OPERATOR: set[Grant] = (
 )
 
 FACADE: set[Grant] = (
-    # facade.cache Host informer (list, watch); kubeapi.create_host, patch_host, delete_host; kubeapi.read_host
+    # the facade's Host informer (list, watch); kubeapi.create_host, patch_host, delete_host; kubeapi.read_host
     # (register confirming a duplicate, claims.acquire judging a claim's Host, update/delete past the cache)
     _expand("cluster", "gpufleet.io", "hosts", "get list watch create patch delete")
     # kubeapi.patch_host_status: legacy heartbeats
     | _expand("cluster", "gpufleet.io", "hosts/status", "patch")
-    # facade.cache GPU informer
+    # the facade's GPU informer
     | _expand("cluster", "gpufleet.io", "gpus", "list watch")
     # kubeapi.list_agent_token_secrets (informer: list, watch); kubeapi.create_secret at registration
     | _expand(NS, "", "secrets", "list watch create")

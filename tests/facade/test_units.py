@@ -10,7 +10,8 @@ from typing import Any
 import pydantic
 import pytest
 
-from gpufleet.facade import cache, claims, schemas, translate
+from gpufleet import informer
+from gpufleet.facade import claims, schemas, translate
 
 
 def _obj(name: str, version: int, deleting: bool = False, **spec: Any) -> dict[str, Any]:
@@ -22,13 +23,13 @@ def _obj(name: str, version: int, deleting: bool = False, **spec: Any) -> dict[s
 
 class TestStore:
     def test_an_older_version_never_replaces_a_newer_one(self) -> None:
-        store = cache.Store()
+        store = informer.Store()
         store.apply(_obj("a", 5, colour="new"))
         store.apply(_obj("a", 4, colour="old"))
         assert store.get("a") == _obj("a", 5, colour="new")
 
     def test_a_deleted_object_is_not_resurrected_by_stale_news(self) -> None:
-        store = cache.Store()
+        store = informer.Store()
         store.apply(_obj("a", 5))
         store.remove(_obj("a", 6))
         store.apply(_obj("a", 5))
@@ -37,13 +38,13 @@ class TestStore:
         assert store.get("a") is not None
 
     def test_an_object_being_deleted_is_gone_for_readers(self) -> None:
-        store = cache.Store()
+        store = informer.Store()
         store.apply(_obj("a", 5))
         store.apply(_obj("a", 6, deleting=True))
         assert store.get("a") is None and len(store) == 0
 
     def test_indexes_follow_updates_and_removals(self) -> None:
-        store = cache.Store(indexers={"colour": lambda obj: [obj["spec"]["colour"]]})
+        store = informer.Store(indexers={"colour": lambda obj: [obj["spec"]["colour"]]})
         store.apply(_obj("a", 1, colour="red"))
         store.apply(_obj("b", 2, colour="red"))
         store.apply(_obj("a", 3, colour="blue"))
@@ -52,14 +53,14 @@ class TestStore:
         assert store.by("colour", "red") == [] and len(store.by("colour", "blue")) == 1
 
     def test_a_relist_drops_what_is_no_longer_there(self) -> None:
-        store = cache.Store()
+        store = informer.Store()
         store.apply(_obj("a", 1))
         store.apply(_obj("b", 2))
         store.replace([_obj("b", 3), _obj("c", 4)])
         assert store.get("a") is None and store.get("b") == _obj("b", 3) and store.get("c") is not None
 
     def test_membership_changes_only_when_names_come_or_go(self) -> None:
-        store = cache.Store()
+        store = informer.Store()
         store.apply(_obj("a", 1))
         membership = store.membership
         store.apply(_obj("a", 2))

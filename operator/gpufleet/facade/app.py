@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gpufleet import kube
-from gpufleet.facade import auth, cache, errors, kubeapi, metrics, openapi, routes
+from gpufleet import informer, kube
+from gpufleet.facade import auth, errors, kubeapi, metrics, openapi, routes
 from gpufleet.settings import AuthMode, Settings
 
 
@@ -26,8 +26,8 @@ def create_app(settings: Settings, *, kubeconfig: str | None = None) -> web.Appl
         middlewares=[app_metrics.middleware, errors.envelope], client_max_size=settings.max_body_bytes
     )
     app[routes.SERVICES] = services = _services(settings)
-    for informer in services.informers:
-        app_metrics.observe(informer)
+    for view in services.informers:
+        app_metrics.observe(view)
     app.cleanup_ctx.append(lambda app: _connected(services, kubeconfig))
     routes.add_routes(app)
     document = openapi.document(settings)
@@ -44,14 +44,14 @@ def create_app(settings: Settings, *, kubeconfig: str | None = None) -> web.Appl
 
 def _services(settings: Settings) -> routes.Services:
     k8s = kubeapi.Kubernetes(timeout=settings.api_timeout_seconds, namespace=settings.namespace)
-    hosts = cache.Store(indexers=routes.host_indexers())
-    gpus = cache.Store(indexers=routes.gpu_indexers())
+    hosts = informer.Store(indexers=routes.host_indexers())
+    gpus = informer.Store(indexers=routes.gpu_indexers())
     secrets = auth.agent_token_store()
     timeout = settings.api_timeout_seconds
     informers = [
-        cache.Informer("hosts", k8s.list_hosts, store=hosts, timeout=timeout),
-        cache.Informer("gpus", k8s.list_gpus, store=gpus, timeout=timeout),
-        cache.Informer("agent-token-secrets", k8s.list_agent_token_secrets, store=secrets, timeout=timeout),
+        informer.Informer("hosts", k8s.list_hosts, store=hosts, timeout=timeout),
+        informer.Informer("gpus", k8s.list_gpus, store=gpus, timeout=timeout),
+        informer.Informer("agent-token-secrets", k8s.list_agent_token_secrets, store=secrets, timeout=timeout),
     ]
     callers: auth.Authorizer
     if settings.auth_mode is AuthMode.STATIC:
@@ -88,7 +88,7 @@ async def _connected(services: routes.Services, kubeconfig: str | None) -> Async
 
 async def wait_synced(app: web.Application) -> None:
     """Return once every cache has completed its first list."""
-    await asyncio.gather(*(informer.synced.wait() for informer in app[routes.SERVICES].informers))
+    await asyncio.gather(*(view.synced.wait() for view in app[routes.SERVICES].informers))
 
 
 async def _healthz(request: web.Request) -> web.Response:

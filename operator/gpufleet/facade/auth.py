@@ -22,9 +22,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from gpufleet import tokens
+from gpufleet import informer, tokens
 from gpufleet.api import meta
-from gpufleet.facade import cache, errors, kubeapi
+from gpufleet.facade import errors, kubeapi
 
 #: How long a TokenReview/SubjectAccessReview answer is reused for the same token and verb.
 REVIEW_TTL_SECONDS = 10.0
@@ -63,7 +63,7 @@ def bearer_token(request: web.Request) -> str:
 # ----- agent tokens ---------------------------------------------------------------------------------
 
 
-def _digest_of_secret(secret: cache.Obj) -> cache.Obj:
+def _digest_of_secret(secret: informer.Obj) -> informer.Obj:
     """What the Secret cache keeps of an agent-token Secret: its host and the token's digest, no token."""
     metadata = secret.get("metadata") or {}
     token = tokens.token_from_secret(secret) if secret.get("type") == tokens.SECRET_TYPE else None
@@ -77,27 +77,27 @@ def _digest_of_secret(secret: cache.Obj) -> cache.Obj:
     }
 
 
-def _secret_host(secret: cache.Obj) -> list[str]:
+def _secret_host(secret: informer.Obj) -> list[str]:
     host = secret["metadata"]["labels"].get(meta.HOST_LABEL)
     return [host] if host and secret["digest"] else []
 
 
-def _secret_digest(secret: cache.Obj) -> list[str]:
+def _secret_digest(secret: informer.Obj) -> list[str]:
     return [secret["digest"]] if secret["digest"] else []
 
 
-def agent_token_store() -> cache.Store:
+def agent_token_store() -> informer.Store:
     """A store of agent-token Secrets reduced to digests, indexed by host and by digest."""
-    return cache.Store(transform=_digest_of_secret, indexers={"host": _secret_host, "digest": _secret_digest})
+    return informer.Store(transform=_digest_of_secret, indexers={"host": _secret_host, "digest": _secret_digest})
 
 
 class AgentTokens:
     """Checks a heartbeat's token against the host's digest, in constant time."""
 
-    def __init__(self, store: cache.Store) -> None:
+    def __init__(self, store: informer.Store) -> None:
         self._store = store
 
-    def remember(self, secret: cache.Obj) -> None:
+    def remember(self, secret: informer.Obj) -> None:
         """Take in a Secret the facade just created, before the watch brings it."""
         self._store.apply(secret)
 

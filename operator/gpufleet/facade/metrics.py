@@ -11,7 +11,8 @@ import time
 import prometheus_client
 from aiohttp import web
 
-from gpufleet.facade import cache, errors
+from gpufleet import informer
+from gpufleet.facade import errors
 
 PREFIX = "gpufleet_facade_"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -46,11 +47,11 @@ class Metrics:
             registry=self.registry,
         )
 
-    def observe(self, informer: cache.Informer) -> None:
+    def observe(self, view: informer.Informer) -> None:
         """Export an informer's size and staleness, read at scrape time."""
-        store = informer.store
-        self.cache_objects.labels(informer.resource).set_function(lambda: len(store))
-        self.cache_staleness.labels(informer.resource).set_function(informer.staleness)
+        store = view.store
+        self.cache_objects.labels(view.resource).set_function(lambda: len(store))
+        self.cache_staleness.labels(view.resource).set_function(view.staleness)
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: errors.Handler) -> web.StreamResponse:

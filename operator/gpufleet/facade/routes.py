@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 import pydantic
 from aiohttp import web
 
-from gpufleet import tokens
+from gpufleet import informer, tokens
 from gpufleet.api import host, meta
-from gpufleet.facade import auth, cache, claims, errors, kubeapi, schemas, translate
+from gpufleet.facade import auth, claims, errors, kubeapi, schemas, translate
 from gpufleet.settings import Settings
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -44,9 +44,9 @@ class Services:
 
     settings: Settings
     kube: kubeapi.Kubernetes
-    hosts: cache.Store
-    gpus: cache.Store
-    informers: list[cache.Informer]
+    hosts: informer.Store
+    gpus: informer.Store
+    informers: list[informer.Informer]
     guard: auth.Guard
     agent_tokens: auth.AgentTokens
     #: How long an IP claim without its Host stands (claims.GRACE_SECONDS; tests shorten it).
@@ -55,7 +55,7 @@ class Services:
     _selections: dict[tuple[str | None, str | None], tuple[int, list[str]]] = dataclasses.field(default_factory=dict)
 
     def synced(self) -> bool:
-        return all(informer.synced.is_set() for informer in self.informers)
+        return all(view.synced.is_set() for view in self.informers)
 
     def host_names(self, status: str | None = None, os_type: str | None = None) -> list[str]:
         """Names of the hosts matching the filters, by creation time then name.
@@ -150,14 +150,14 @@ def _ready(services: Services) -> None:
         raise errors.FacadeError(errors.NOT_READY)
 
 
-def _host_or_404(services: Services, host_id: str) -> cache.Obj:
+def _host_or_404(services: Services, host_id: str) -> informer.Obj:
     obj = services.hosts.get(host_id)
     if obj is None:
         raise errors.FacadeError(errors.HOST_NOT_FOUND, host_id)
     return obj
 
 
-async def _current_host_or_404(services: Services, host_id: str) -> cache.Obj:
+async def _current_host_or_404(services: Services, host_id: str) -> informer.Obj:
     """The host from the cache, or else from the API: for writes, which must not 404 a host that
     another replica registered a moment ago and whose watch event has not reached this cache."""
     obj = services.hosts.get(host_id)
@@ -166,7 +166,7 @@ async def _current_host_or_404(services: Services, host_id: str) -> cache.Obj:
     return await _read_host_or_404(services, host_id)
 
 
-async def _read_host_or_404(services: Services, host_id: str) -> cache.Obj:
+async def _read_host_or_404(services: Services, host_id: str) -> informer.Obj:
     try:
         obj = await services.kube.read_host(host_id)
     except kubeapi.ApiException as error:
@@ -240,7 +240,7 @@ def _new_host_id() -> str:
     return "host-" + "".join(secrets.choice(HOST_ID_ALPHABET) for _ in range(10))
 
 
-async def _create_host(services: Services, spec: host.HostSpec, labels: dict[str, str], name: str) -> cache.Obj:
+async def _create_host(services: Services, spec: host.HostSpec, labels: dict[str, str], name: str) -> informer.Obj:
     """Create the Host, as `name` (the name its claim announces) unless that is taken."""
     for _ in range(HOST_ID_ATTEMPTS):
         try:
@@ -271,7 +271,7 @@ async def _issue_token(services: Services, name: str, uid: str) -> str:
     return issued
 
 
-async def _undo_registration(services: Services, name: str, claim: cache.Obj | None) -> None:
+async def _undo_registration(services: Services, name: str, claim: informer.Obj | None) -> None:
     """A host without a token cannot heartbeat: take it back rather than leave it half-registered.
 
     Its claim goes only once the API has taken the Host's deletion: while the Host may still
@@ -407,15 +407,15 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/hosts/{host_id}/heartbeat", heartbeat)
 
 
-def host_indexers() -> dict[str, cache.Indexer]:
+def host_indexers() -> dict[str, informer.Indexer]:
     """Hosts by normalised IP address (for the duplicate check)."""
     return {"ip": lambda obj: [translate.normalised_ip(str((obj.get("spec") or {}).get("ipAddress", "")))]}
 
 
-def gpu_indexers() -> dict[str, cache.Indexer]:
+def gpu_indexers() -> dict[str, informer.Indexer]:
     """GPUs by the host they belong to."""
 
-    def host_of(obj: cache.Obj) -> list[str]:
+    def host_of(obj: informer.Obj) -> list[str]:
         label = (obj["metadata"].get("labels") or {}).get(meta.HOST_LABEL)
         return [label] if label else []
 
