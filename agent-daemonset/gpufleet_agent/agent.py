@@ -2,8 +2,9 @@
 
 Three tasks, each with one job, sharing only the latest snapshot:
 
-- sampling reads NVML every `sample_interval` (in a worker thread) and replaces the snapshot;
-  it never waits on the API server, so readings and metrics stay current during an outage;
+- sampling reads NVML every `sample_interval` (in the NVML thread, under a deadline: `watchdog`)
+  and replaces the snapshot; it never waits on the API server, so readings and metrics stay
+  current during an outage, nor forever on a hung driver, whose GPUs it reports `unknown`;
 - publishing keeps GPU objects in line with the devices and writes each GPU's status when
   `changes.worth_writing` says so; after an API error it backs off with jitter and then sends
   whatever is latest, so nothing queues up: the state kept is one snapshot, however long the outage;
@@ -13,15 +14,13 @@ Three tasks, each with one job, sharing only the latest snapshot:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TypeVar
 
-from gpufleet.api import gpu, host
+from gpufleet.api import gpu, host, meta
 from gpufleet_agent import (
     backoff,
     binding,
@@ -36,11 +35,11 @@ from gpufleet_agent import (
     podresources,
     reconcile,
     sampling,
+    watchdog,
 )
 from gpufleet_agent.settings import AgentSettings
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 
 class Agent:
@@ -68,9 +67,15 @@ class Agent:
         self.nvml_available = False
         self.latest: list[sampling.Sample] = []
         self._api: kubeapi.KubeApi | None = None
+        self._search: binding.Search | None = None
         # One thread for NVML: calls are serialised (the session is not shared between threads) and
-        # the agent does not grow a pool of threads, each with its own malloc arena.
-        self._nvml_thread = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nvml")
+        # the agent does not grow a pool of threads, each with its own malloc arena; each call has a
+        # deadline, and a hung one blocks only that thread (see `watchdog`).
+        self._nvml_thread = watchdog.Watchdog(settings.nvml_call_timeout_seconds, clock=clock)
+        self._nvml_start_hung = False
+        self.hung_samples = 0
+        """Sampling rounds in a row that found NVML hung; readiness fails from `unready_after_hung_samples`."""
+        self.metrics.nvml_hung.set_function(lambda: float(self._nvml_thread.stuck))
         self._fresh = asyncio.Event()
         self._host_lock = asyncio.Lock()
         self._needs_sync = True
@@ -92,12 +97,18 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; raises if a task fails unexpectedly (the pod restarts)."""
         self._api = kubeapi.connect(self._kubeconfig)  # a bad kubeconfig fails before anything starts
+        self._search = binding.Search.of(self._api, self.settings, clock=self._clock)
         tasks: list[asyncio.Task[object]] = []
         runner = None
         try:
-            await self._start_nvml()
+            try:
+                await self._start_nvml()
+            except watchdog.Hung as hang:
+                self._hung(hang)  # a round like a sample's; sampling tries again once NVML answers
             if self.settings.metrics_port:
-                runner = await metrics.serve(self.metrics, self.settings.metrics_host, self.settings.metrics_port)
+                runner = await metrics.serve(
+                    self.metrics, self.settings.metrics_host, self.settings.metrics_port, self.unready
+                )
             tasks = [
                 asyncio.create_task(self._sample_forever(), name="sampling"),
                 asyncio.create_task(self._publish_forever(), name="publishing"),
@@ -117,14 +128,22 @@ class Agent:
                 await self._allocation.close()
             if runner is not None:
                 await runner.cleanup()
-            if self.nvml_available:
+            if self._nvml_thread.stuck:
+                # Shutting NVML down would hang on the same driver; the process exit releases it.
+                logger.warning("NVML is hung: leaving it without shutting it down")
+            elif self.nvml_available:
                 self._nvml.stop()
-            self._nvml_thread.shutdown(wait=False, cancel_futures=True)
+            self._nvml_thread.close()
             logger.info("agent stopped")
 
     async def _start_nvml(self) -> None:
+        """Initialise NVML. Raises `watchdog.Hung` when the driver does not answer: sampling retries it."""
+        self._nvml_start_hung = False
         try:
-            driver = await self._in_nvml_thread(self._nvml.start)
+            driver = await self._nvml_thread.call(self._nvml.start, "nvmlInit")
+        except watchdog.Hung:
+            self._nvml_start_hung = True
+            raise
         except nvml.NVMLError as error:
             logger.error(
                 "NVML is unavailable (%s): this node reports no GPUs and keeps heartbeating; "
@@ -135,30 +154,63 @@ class Agent:
         self.nvml_available = True
         logger.info("NVML initialised, driver %s", driver)
 
-    async def _in_nvml_thread(self, call: Callable[[], _T]) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self._nvml_thread, call)
-
     # ----- sampling -------------------------------------------------------------------------------------------
 
     async def _sample_forever(self) -> None:
         next_discovery = -math.inf
         while True:
             now = self._clock()
-            if self.nvml_available and now >= next_discovery:
-                await self._discover()
-                next_discovery = now + self.settings.discovery_interval_seconds
-            if self.nvml_available:
-                try:
-                    self.latest = await self._in_nvml_thread(functools.partial(self._sampler.sample, now))
-                except nvml.NVMLError as error:
-                    logger.warning("NVML sampling failed: %s; keeping the previous sample", error)
+            try:
+                if self._nvml_start_hung:
+                    await self._start_nvml()
+                if self.nvml_available and now >= next_discovery:
+                    await self._discover()
+                    next_discovery = now + self.settings.discovery_interval_seconds
+                if self.nvml_available:
+                    await self._sample(now)
+                self._answered()
+            except watchdog.Hung as hang:
+                self._hung(hang)
+                # A hang often comes with a device falling off the bus or being reset: list the
+                # devices again as soon as NVML answers.
+                next_discovery = -math.inf
             self.metrics.observe(self.host_name, self.latest)
             self._fresh.set()
             await asyncio.sleep(self.settings.sample_interval_seconds)
 
+    async def _sample(self, now: float) -> None:
+        try:
+            self.latest = await self._nvml_thread.call(functools.partial(self._sampler.sample, now), "sampling")
+        except nvml.NVMLError as error:
+            logger.warning("NVML sampling failed: %s; keeping the previous sample", error)
+
+    def _hung(self, hang: watchdog.Hung) -> None:
+        """A round in which NVML did not answer: every known GPU is `unknown`, and readiness counts down."""
+        self.hung_samples += 1
+        if hang.timed_out:
+            self.metrics.nvml_timeouts.inc()
+            logger.error("%s: GPU health is unknown until NVML answers", hang)
+        if self.hung_samples == self.settings.unready_after_hung_samples:
+            logger.error("NVML hung for %d samples in a row: the agent reports itself not ready", self.hung_samples)
+        self.latest = self._sampler.unknown(health.unknown(self.settings.nvml_call_timeout_seconds))
+
+    def _answered(self) -> None:
+        if self.hung_samples:
+            logger.warning("NVML answers again after %d hung sample(s); health is reported again", self.hung_samples)
+        self.hung_samples = 0
+
+    def unready(self) -> str | None:
+        """Why the agent is not ready (`/readyz` answers 503 with it), or None when it is."""
+        if self.hung_samples >= self.settings.unready_after_hung_samples:
+            return (
+                f"NVML has not answered for {self.hung_samples} samples in a row "
+                f"(deadline {self.settings.nvml_call_timeout_seconds:g}s per call): the GPU driver is hung"
+            )
+        return None
+
     async def _discover(self) -> None:
         try:
-            devices = await self._in_nvml_thread(self._sampler.discover)
+            devices = await self._nvml_thread.call(self._sampler.discover, "discovery")
         except nvml.NVMLError as error:
             logger.warning("NVML device discovery failed: %s; keeping the known devices", error)
             return
@@ -217,10 +269,11 @@ class Agent:
             if name in self._transitions:
                 continue
             for condition in (obj.get("status") or {}).get("conditions") or []:
-                if condition.get("type") == gpu.HEALTHY and condition.get("status") in ("True", "False"):
+                if condition.get("type") == gpu.HEALTHY and condition.get("status") in set(meta.ConditionStatus):
                     since = gpustatus.parse_time(condition.get("lastTransitionTime"))
                     if since is not None:
-                        self._transitions[name] = gpustatus.Transition(condition["status"] == "True", since)
+                        status = meta.ConditionStatus(condition["status"])
+                        self._transitions[name] = gpustatus.Transition(status, since)
         self._gate.keep_only(set(self._objects))
         for name in set(self._transitions) - set(self._objects):
             del self._transitions[name]
@@ -238,9 +291,12 @@ class Agent:
         written = self._gate.last(name)
         wall = heartbeat.utc_now().replace(microsecond=0)  # Kubernetes' own timestamps are whole seconds
         transition = self._transitions.get(name)
-        if transition is None or transition.healthy != observed.healthy:
-            transition = self._transitions[name] = gpustatus.Transition(observed.healthy, wall)
-            if not observed.healthy:
+        status = gpustatus.condition_status(sample.verdict)
+        if transition is None or transition.status != status:
+            transition = self._transitions[name] = gpustatus.Transition(status, wall)
+            if status is meta.ConditionStatus.UNKNOWN:
+                logger.warning("GPU %s health is unknown: %s", name, sample.verdict.message)
+            elif status is meta.ConditionStatus.FALSE:
                 logger.warning("GPU %s is unhealthy: %s", name, sample.verdict.message)
             elif written is not None:
                 logger.info("GPU %s is healthy again", name)
@@ -259,9 +315,9 @@ class Agent:
         self._gate.record(name, observed, now)
 
     async def _external_state(self, name: str, observed: changes.Observed) -> gpu.GPUState | None:
-        """Where someone else allocates: mark unhealthy, and on recovery restore free/allocated by the holder."""
+        """Where someone else allocates: mark unhealthy (or unknown), and on recovery restore free/allocated."""
         if not observed.healthy:
-            return gpu.GPUState.UNHEALTHY
+            return gpu.GPUState(observed.state)  # unhealthy, or unknown while NVML hangs
         written = self._gate.last(name)
         if written is not None and written.healthy:
             return None  # leave the allocator's state alone
@@ -284,21 +340,19 @@ class Agent:
     async def _ensure_host(self) -> kubeapi.JsonObj:
         async with self._host_lock:
             if self.host is None:
-                self.host = await binding.bind(
-                    self.api,
-                    self.settings.node_name,
-                    register=self.settings.register_node,
-                    ip_address=str(self.settings.host_ip) if self.settings.host_ip else None,
-                )
+                if self._search is None:
+                    raise RuntimeError("the agent is not running")
+                self.host = await self._search.bind()
                 self._needs_sync = True
                 logger.info("bound to Host %s of node %s", self.host_name, self.settings.node_name)
             return self.host
 
     def host_health(self) -> host.HealthStatus:
-        if not self.nvml_available:
-            return host.HealthStatus.UNKNOWN
-        if any(not s.verdict.healthy for s in self.latest):
+        """Unhealthy when a GPU is; else unknown when NVML is unavailable or hung, or a GPU's health is unknown."""
+        if any(s.verdict.known and not s.verdict.healthy for s in self.latest):
             return host.HealthStatus.UNHEALTHY
+        if not self.nvml_available or self.hung_samples or any(not s.verdict.known for s in self.latest):
+            return host.HealthStatus.UNKNOWN
         return host.HealthStatus.HEALTHY
 
     async def _heartbeat_forever(self) -> None:
@@ -340,6 +394,8 @@ class Agent:
         if self.host is not None:
             logger.warning("Host %s no longer exists", self.host_name)
         self.host = None
+        if self._search is not None:
+            self._search.forget()
         self._objects.clear()
         self._gate.keep_only(set())
         self._needs_sync = True

@@ -5,8 +5,9 @@ It stands in for `pynvml` behind `nvml.Library`: the same functions, the same re
 with the real codes, raised through `nvml.error`), so the agent's NVML handling runs unchanged.
 
 Scenarios are set up by name (`scenario("hot", gpus=8)`) or driven step by step (`lose(0)`,
-`inject_xid(1, 79)`). Readings move with the injected clock, not with wall time, so a
-benchmark can simulate an hour in a second and a test gets the same numbers on every run.
+`inject_xid(1, 79)`, `hang("nvmlDeviceGetMemoryInfo", 1)` then `release()`). Readings move
+with the injected clock, not with wall time, so a benchmark can simulate an hour in a second
+and a test gets the same numbers on every run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import random
 import threading
 import time
 from collections.abc import Callable
+
+import pynvml
 
 from gpufleet_agent import nvml
 
@@ -111,6 +114,10 @@ class FakeNVML:
         self.library_missing = library_missing
         self.devices = [FakeGpu(uuid=_uuid(host_tag, i), load=load, phase=i * 0.7) for i in range(gpus)]
         self._event_sets: list[EventSet] = []
+        self._hangs: dict[str, FakeGpu | None] = {}  # call name -> the device it hangs on (None: any)
+        self._released = threading.Event()
+        self._released.set()
+        self._blocked = 0
 
     # ----- scenario controls (call from tests or a simulation) --------------------------------------------
 
@@ -154,6 +161,41 @@ class FakeNVML:
             self.devices.append(gpu)
             return gpu
 
+    def hang(self, call: str, index: int | None = None) -> None:
+        """From now on `call` (a pynvml function name), on GPU `index` or on any, blocks until `release()`.
+
+        What a hung driver does: a GPU falling off the bus mid-call, a driver stuck in the kernel.
+        The call does not fail, it never returns; only `release` lets the blocked calls go on.
+        """
+        if not call.startswith("nvml") or not hasattr(pynvml, call) or not hasattr(self, call):
+            raise ValueError(f"{call!r} is not a pynvml call the fake provides")
+        with self._lock:
+            self._hangs[call] = None if index is None else self.devices[index]
+            if self._released.is_set():
+                self._released = threading.Event()
+
+    def release(self) -> None:
+        """The driver recovers: blocked calls return (with their normal answer) and no call hangs any more."""
+        with self._lock:
+            self._hangs.clear()
+            self._released.set()
+
+    @property
+    def blocked_calls(self) -> int:
+        """How many calls are blocked in a hang right now."""
+        with self._lock:
+            return self._blocked
+
+    def _hang_point(self, call: str, gpu: FakeGpu | None = None) -> None:
+        with self._lock:
+            if call not in self._hangs or self._hangs[call] not in (None, gpu):
+                return
+            released = self._released
+            self._blocked += 1
+        released.wait()
+        with self._lock:
+            self._blocked -= 1
+
     def _post(self, gpu: FakeGpu, event_type: int, data: int) -> None:
         with self._lock:
             for event_set in self._event_sets:
@@ -163,69 +205,77 @@ class FakeNVML:
     # ----- the pynvml calls ---------------------------------------------------------------------------------
 
     def nvmlInit(self) -> None:
+        self._hang_point("nvmlInit")
         if self.library_missing:
             raise nvml.error(nvml.ERROR_LIBRARY_NOT_FOUND)
         self._initialised += 1
 
     def nvmlShutdown(self) -> None:
         self._check_initialised()
+        self._hang_point("nvmlShutdown")
         self._initialised -= 1
 
     def nvmlSystemGetDriverVersion(self) -> str:
         self._check_initialised()
+        self._hang_point("nvmlSystemGetDriverVersion")
         return "550.54.15-fake"
 
     def nvmlDeviceGetCount(self) -> int:
         self._check_initialised()
+        self._hang_point("nvmlDeviceGetCount")
         return len(self.devices)
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> Handle:
         self._check_initialised()
+        with self._lock:
+            gpu = self.devices[index] if 0 <= index < len(self.devices) else None
+        self._hang_point("nvmlDeviceGetHandleByIndex", gpu)
         with self._lock:
             if not 0 <= index < len(self.devices):
                 raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)
             return Handle(self.devices[index])
 
     def nvmlDeviceGetUUID(self, handle: Handle) -> str:
-        return self._device(handle).uuid
+        return self._device(handle, "nvmlDeviceGetUUID").uuid
 
     def nvmlDeviceGetName(self, handle: Handle) -> str:
-        return self._device(handle).name
+        return self._device(handle, "nvmlDeviceGetName").name
 
     def nvmlDeviceGetMemoryInfo(self, handle: Handle) -> Memory:
-        gpu = self._device(handle)
+        gpu = self._device(handle, "nvmlDeviceGetMemoryInfo")
         used = min(gpu.memory_total, int(gpu.memory_total * (0.01 + 0.9 * self._workload(gpu))))
         return Memory(total=gpu.memory_total, used=used, free=gpu.memory_total - used)
 
     def nvmlDeviceGetTemperature(self, handle: Handle, sensor: int) -> int:
-        gpu = self._device(handle)
+        gpu = self._device(handle, "nvmlDeviceGetTemperature")
         if sensor != nvml.TEMPERATURE_GPU:
             raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)
         return round(34 + 45 * self._workload(gpu) + gpu.extra_celsius + self._wobble(0.3))
 
     def nvmlDeviceGetUtilizationRates(self, handle: Handle) -> Utilization:
-        activity = self._activity(self._device(handle))
+        activity = self._activity(self._device(handle, "nvmlDeviceGetUtilizationRates"))
         return Utilization(gpu=round(100 * activity), memory=round(60 * activity))
 
     def nvmlDeviceGetPowerUsage(self, handle: Handle) -> int:
-        activity = self._activity(self._device(handle))
+        activity = self._activity(self._device(handle, "nvmlDeviceGetPowerUsage"))
         return round(1000 * (60 + 330 * activity + self._wobble(1.5)))  # milliwatts
 
     def nvmlDeviceGetTotalEccErrors(self, handle: Handle, error_type: int, counter_type: int) -> int:
-        gpu = self._device(handle)
+        gpu = self._device(handle, "nvmlDeviceGetTotalEccErrors")
         if error_type != nvml.MEMORY_ERROR_UNCORRECTED or counter_type != nvml.VOLATILE_ECC:
             raise nvml.error(nvml.ERROR_NOT_SUPPORTED)
         return gpu.uncorrected_ecc
 
     def nvmlEventSetCreate(self) -> EventSet:
         self._check_initialised()
+        self._hang_point("nvmlEventSetCreate")
         event_set = EventSet()
         with self._lock:
             self._event_sets.append(event_set)
         return event_set
 
     def nvmlDeviceRegisterEvents(self, handle: Handle, event_types: int, event_set: EventSet) -> None:
-        gpu = self._device(handle)
+        gpu = self._device(handle, "nvmlDeviceRegisterEvents")
         with self._lock:
             event_set.masks[id(gpu)] = event_set.masks.get(id(gpu), 0) | event_types
             early, gpu.early_xids = gpu.early_xids, []
@@ -234,6 +284,7 @@ class FakeNVML:
 
     def nvmlEventSetWait(self, event_set: EventSet, timeout_ms: int) -> EventData:
         self._check_initialised()
+        self._hang_point("nvmlEventSetWait")
         with self._lock:
             if event_set.pending:
                 return event_set.pending.pop(0)
@@ -252,8 +303,9 @@ class FakeNVML:
         if self._initialised <= 0:
             raise nvml.error(nvml.ERROR_UNINITIALIZED)
 
-    def _device(self, handle: Handle) -> FakeGpu:
+    def _device(self, handle: Handle, call: str) -> FakeGpu:
         self._check_initialised()
+        self._hang_point(call, handle.gpu)
         with self._lock:
             if handle.gpu not in self.devices:
                 raise nvml.error(nvml.ERROR_GPU_IS_LOST)

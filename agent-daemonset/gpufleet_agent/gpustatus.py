@@ -1,9 +1,10 @@
 """What the agent writes into a GPU's status, from a sample and the GPU's allocation.
 
 State: `unhealthy` whenever health says so (whoever allocates must stop handing it out),
+`unknown` while NVML does not answer (not handed out either: nobody can vouch for it),
 else `allocated`/`free` from the holder when the agent knows it (PodResources). Where
 allocation is external, the agent leaves `allocatedTo` alone and only writes `state` to
-mark a GPU unhealthy and to put it back (allocated if it has a holder, else free).
+mark a GPU unhealthy or unknown and to put it back (allocated if it has a holder, else free).
 """
 
 from __future__ import annotations
@@ -12,15 +13,22 @@ import dataclasses
 import datetime
 
 from gpufleet.api import gpu, meta
-from gpufleet_agent import changes, sampling
+from gpufleet_agent import changes, health, sampling
 
 
 @dataclasses.dataclass(frozen=True)
 class Transition:
-    """The Healthy condition's status and when it last changed."""
+    """The Healthy condition's status (True, False or Unknown) and when it last changed."""
 
-    healthy: bool
+    status: meta.ConditionStatus
     since: datetime.datetime
+
+
+def condition_status(verdict: health.Verdict) -> meta.ConditionStatus:
+    """The Healthy condition's status for a verdict: Unknown while nobody can tell."""
+    if not verdict.known:
+        return meta.ConditionStatus.UNKNOWN
+    return meta.ConditionStatus.TRUE if verdict.healthy else meta.ConditionStatus.FALSE
 
 
 def parse_time(value: object) -> datetime.datetime | None:
@@ -33,7 +41,9 @@ def parse_time(value: object) -> datetime.datetime | None:
         return None
 
 
-def state(healthy: bool, allocated_to: str | None) -> gpu.GPUState:
+def state(healthy: bool, allocated_to: str | None, *, known: bool = True) -> gpu.GPUState:
+    if not known:
+        return gpu.GPUState.UNKNOWN
     if not healthy:
         return gpu.GPUState.UNHEALTHY
     return gpu.GPUState.ALLOCATED if allocated_to else gpu.GPUState.FREE
@@ -42,7 +52,7 @@ def state(healthy: bool, allocated_to: str | None) -> gpu.GPUState:
 def observe(sample: sampling.Sample, allocated_to: str | None) -> changes.Observed:
     readings = sample.readings
     return changes.Observed(
-        state=state(sample.verdict.healthy, allocated_to).value,
+        state=state(sample.verdict.healthy, allocated_to, known=sample.verdict.known).value,
         healthy=sample.verdict.healthy,
         reason=sample.verdict.reason,
         allocated_to=allocated_to,
@@ -75,7 +85,7 @@ def patch(
         conditions=[
             meta.Condition(
                 type=gpu.HEALTHY,
-                status=meta.ConditionStatus.TRUE if verdict.healthy else meta.ConditionStatus.FALSE,
+                status=condition_status(verdict),
                 reason=verdict.reason,
                 message=verdict.message,
                 last_transition_time=transition.since,

@@ -11,6 +11,11 @@ Unlike the device plugin, which marks a GPU unhealthy until the plugin restarts,
 recovers here: an event's effect lasts `hold_seconds` after the last one, and a read error
 lasts as long as reads fail. Recovery without a restart matters because the agent is the
 only writer of GPU health; a restart-only recovery would need a person to notice.
+
+A GPU whose driver does not answer at all (an NVML call hung past its deadline, see `watchdog`)
+is neither healthy nor unhealthy: its health is unknown (`known=False`) until NVML answers again.
+Saying "healthy" would hand out a GPU nobody can vouch for; saying "unhealthy" would claim a
+fault nobody observed.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ XID_REASON = "XidCritical"
 ECC_REASON = "DoubleBitEcc"
 LOST_REASON = "GpuLost"
 NVML_ERROR_REASON = "NvmlError"
+HUNG_REASON = "NvmlHung"
 
 
 def is_critical_xid(xid: int, ignored: frozenset[int] = APPLICATION_XIDS) -> bool:
@@ -41,9 +47,21 @@ class Verdict:
     healthy: bool
     reason: str
     message: str
+    known: bool = True
+    """False when the agent cannot tell (NVML hung); `healthy` is then False too: not vouched for."""
 
 
 HEALTHY = Verdict(True, HEALTHY_REASON, "no critical XID, ECC or NVML error")
+
+
+def unknown(deadline_seconds: float) -> Verdict:
+    """The health of a GPU while NVML does not answer within its deadline."""
+    return Verdict(
+        False,
+        HUNG_REASON,
+        f"NVML did not answer within {deadline_seconds:g}s (driver hung?); health unknown until it does",
+        known=False,
+    )
 
 
 @dataclasses.dataclass

@@ -13,6 +13,7 @@ Each agent has its own registry, so tests can run several agents in one process.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import prometheus_client
 from aiohttp import web
@@ -38,7 +39,7 @@ class Metrics:
         self.memory_used = gauge("gpufleet_gpu_memory_used_bytes", "Framebuffer memory in use")
         self.memory_total = gauge("gpufleet_gpu_memory_total_bytes", "Framebuffer memory in total")
         self.power = gauge("gpufleet_gpu_power_watts", "Power draw")
-        self.healthy = gauge("gpufleet_gpu_healthy", "1 when the GPU is healthy, 0 when not")
+        self.healthy = gauge("gpufleet_gpu_healthy", "1 when the GPU is healthy, 0 when not (or unknown)")
         self.writes = prometheus_client.Counter(
             "gpufleet_agent_api_writes", "Writes to the Kubernetes API, by kind", ["kind"], registry=self.registry
         )
@@ -52,6 +53,14 @@ class Metrics:
         )
         self.samples = prometheus_client.Counter(
             "gpufleet_agent_samples", "NVML sampling passes", registry=self.registry
+        )
+        self.nvml_timeouts = prometheus_client.Counter(
+            "gpufleet_agent_nvml_timeouts",
+            "NVML calls that did not return within their deadline (a hung driver)",
+            registry=self.registry,
+        )
+        self.nvml_hung = prometheus_client.Gauge(
+            "gpufleet_agent_nvml_hung", "1 while an NVML call is stuck past its deadline", registry=self.registry
         )
         self._gauges = (self.temperature, self.utilization, self.memory_used, self.memory_total, self.power)
         self._labels: set[tuple[str, str, str, str]] = set()
@@ -95,8 +104,16 @@ def _ratio(percent: float | None) -> float | None:
     return None if percent is None else percent / 100
 
 
-async def serve(metrics: Metrics, host: str, port: int) -> web.AppRunner:
-    """Serve `/metrics` and `/healthz` on the event loop; stop with `await runner.cleanup()`."""
+async def serve(
+    metrics: Metrics, host: str, port: int, unready: Callable[[], str | None] = lambda: None
+) -> web.AppRunner:
+    """Serve `/metrics`, `/healthz` and `/readyz` on the event loop; stop with `await runner.cleanup()`.
+
+    `/healthz` (liveness) answers `ok` while the event loop runs. `/readyz` answers 503 with the
+    reason `unready()` gives (e.g. NVML hung), else `ok`. A hung driver fails readiness, not
+    liveness: a restart cannot unstick a driver, and a process with a thread stuck in the kernel
+    may not even die, so a liveness failure would only add a restart loop to a sick node.
+    """
 
     async def scrape(_: web.Request) -> web.Response:
         return web.Response(body=metrics.exposition(), headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
@@ -104,9 +121,16 @@ async def serve(metrics: Metrics, host: str, port: int) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    async def readyz(_: web.Request) -> web.Response:
+        reason = unready()
+        if reason is not None:
+            return web.Response(status=503, text=reason)
+        return web.Response(text="ok")
+
     app = web.Application()
     app.router.add_get("/metrics", scrape)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

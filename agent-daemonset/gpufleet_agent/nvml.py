@@ -5,7 +5,8 @@ one place to swap the real library for the fake one (`fakenvml`) in tests and `-
 and one place that turns NVML's C-style answers into plain values. The fake raises the real
 library's error types, so the handling below is exercised exactly as in production.
 
-Calls may block for milliseconds (longer on a sick GPU), so callers run them in a worker thread.
+Calls may block for milliseconds (longer on a sick GPU, forever on a hung driver), so callers run
+them in the NVML thread under a deadline (`watchdog`), never on the event loop.
 """
 
 from __future__ import annotations

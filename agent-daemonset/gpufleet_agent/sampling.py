@@ -1,7 +1,8 @@
 """One sampling pass: read every known GPU's gauges and decide its health.
 
-A pass is synchronous and runs in a worker thread (`asyncio.to_thread`): NVML calls block,
-and on a sick GPU they can block for a long time, which must not stall heartbeats. The result
+A pass is synchronous and runs in the NVML thread under a deadline (`watchdog`): NVML calls
+block, and on a sick GPU they can block for a long time, which must not stall heartbeats; a pass
+past its deadline is reported with `unknown` instead of its (missing) result. The result
 is a fresh snapshot; only the latest one is kept, so an agent that cannot reach the API server
 holds a bounded amount of state however long the outage lasts.
 """
@@ -26,7 +27,7 @@ class Sample:
 
 
 class Sampler:
-    """Owns the NVML session and the health tracker; its methods run in a worker thread."""
+    """Owns the NVML session and the health tracker; `discover` and `sample` run in the NVML thread."""
 
     def __init__(self, library: nvml.Nvml, tracker: health.Tracker) -> None:
         self._nvml = library
@@ -53,3 +54,11 @@ class Sampler:
             self._tracker.record_ecc_count(device.uuid, readings.uncorrected_ecc_errors, now)
             samples.append(Sample(device, readings, self._tracker.verdict(device.uuid, now)))
         return samples
+
+    def unknown(self, verdict: health.Verdict) -> list[Sample]:
+        """Every known GPU with no readings and `verdict`: what a pass that hung can tell.
+
+        Safe on the event loop while a hung pass holds the NVML thread: it makes no NVML call
+        and does not touch the tracker, which only that thread updates.
+        """
+        return [Sample(device, None, verdict) for device in self.devices]

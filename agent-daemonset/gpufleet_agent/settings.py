@@ -55,6 +55,10 @@ class AgentSettings(pydantic_settings.BaseSettings):
     """How often the Host's heartbeat is written; keep it well inside the operator's grace period."""
     discovery_interval_seconds: PositiveSeconds = 60.0
     """How often the device list is re-read, so GPUs that appear or disappear are noticed."""
+    nvml_call_timeout_seconds: PositiveSeconds = 5.0
+    """An NVML sampling pass not done within this is taken as a hung driver: GPU health turns `unknown`."""
+    unready_after_hung_samples: Annotated[int, pydantic.Field(ge=1)] = 3
+    """Readiness (`/readyz`) fails after this many samples in a row found NVML hung, until it answers again."""
     temperature_threshold_celsius: NonNegativeFloat = 1.0
     """Temperature change that makes a status write worth it."""
     utilization_threshold_percent: NonNegativeFloat = 5.0
@@ -71,6 +75,8 @@ class AgentSettings(pydantic_settings.BaseSettings):
     """First retry delay after an API error; doubles per failure, with jitter."""
     backoff_max_seconds: PositiveSeconds = 30.0
     """Longest retry delay after repeated API errors."""
+    host_search_max_interval_seconds: PositiveSeconds = 300.0
+    """While no Host describes the node, the fleet-wide search for one by `spec.nodeName` backs off up to this."""
     podresources_socket: pathlib.Path = DEFAULT_PODRESOURCES_SOCKET
     """Kubelet PodResources socket; allocation is read from it when it exists and grpcio is installed."""
     gpu_resource_names: list[str] = pydantic.Field(default_factory=lambda: ["nvidia.com/gpu"])

@@ -8,14 +8,16 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
 
 from gpufleet.emulator import Emulator
-from gpufleet_agent import fakenvml
+from gpufleet_agent import fakenvml, watchdog
 
 from .conftest import Reader, RunAgent, eventually, metric, parse
 
@@ -177,3 +179,113 @@ async def test_a_taken_metrics_port_stops_the_command_with_a_message(kube: Any, 
     assert process.returncode == 1
     assert b"cannot serve metrics" in output
     assert b"Traceback" not in output
+
+
+async def _http(port: int, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as response:
+        return response.status, await response.text()
+
+
+async def _gpus_in(reader: Reader, host_name: str, state: str, healthy: str) -> dict[str, Any] | None:
+    """The host's GPUs when every one is in `state` with its Healthy condition `healthy`, else None."""
+    gpus = await reader.gpus(host_name)
+    for obj in gpus.values():
+        status = obj.get("status") or {}
+        conditions = {c["type"]: c for c in status.get("conditions") or []}
+        if status.get("state") != state or conditions.get("Healthy", {}).get("status") != healthy:
+            return None
+    return gpus or None
+
+
+async def _host_health(reader: Reader, host_name: str, expected: str) -> bool:
+    return ((await reader.host(host_name) or {}).get("status") or {}).get("healthStatus") == expected
+
+
+def _nvml_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == watchdog.THREAD_NAME}
+
+
+@pytest.fixture
+def hangable() -> Iterator[fakenvml.FakeNVML]:
+    """Two GPUs on a fake driver that a test may hang; released afterwards whatever happened."""
+    fake = fakenvml.scenario("eight", gpus=2)
+    yield fake
+    fake.release()
+
+
+HUNG_DRIVER = {"nvml_call_timeout_seconds": 0.2, "unready_after_hung_samples": 3, "metrics_host": "127.0.0.1"}
+
+
+async def test_a_hung_driver_turns_gpu_health_unknown_fails_readiness_and_recovers(
+    run_agent: RunAgent, reader: Reader, node_name: str, hangable: fakenvml.FakeNVML
+) -> None:
+    port = _free_port()
+    async with run_agent(hangable, metrics_port=port, **HUNG_DRIVER) as node_agent:
+        await eventually(lambda: _gpus_in(reader, node_name, "free", "True"))
+        assert await _http(port, "/readyz") == (200, "ok")
+
+        hangable.hang("nvmlDeviceGetMemoryInfo", 1)  # GPU 1's driver call never returns
+
+        def round_by_round() -> bool:
+            # Read in one event-loop tick, so the count and what the agent reports belong together.
+            hung, latest, unready = node_agent.hung_samples, node_agent.latest, node_agent.unready()
+            if hung >= 1:  # from the first sample that found NVML hung, not "healthy" as before it
+                assert [(s.verdict.known, s.verdict.reason) for s in latest] == [(False, "NvmlHung")] * 2
+            assert (unready is not None) == (hung >= 3), (hung, unready)
+            return hung >= 6
+
+        await eventually(round_by_round)
+        unknown = await eventually(lambda: _gpus_in(reader, node_name, "unknown", "Unknown"))
+        condition = next(c for c in unknown[f"{node_name}-gpu1"]["status"]["conditions"] if c["type"] == "Healthy")
+        assert condition["reason"] == "NvmlHung" and "NVML did not answer" in condition["message"]
+        await eventually(lambda: _host_health(reader, node_name, "unknown"))
+        status, text = await _http(port, "/readyz")
+        assert status == 503 and "NVML" in text
+        assert await _http(port, "/healthz") == (200, "ok")  # liveness holds: a restart would not unstick a driver
+        gpu0 = {"host": node_name, "gpu": "0", "uuid": hangable.devices[0].uuid, "model": hangable.devices[0].name}
+        assert metric(node_agent, "gpufleet_gpu_healthy", **gpu0) == 0
+        assert metric(node_agent, "gpufleet_agent_nvml_hung") == 1
+
+        # However long it lasts: one call stuck in the driver, one timeout, no thread started per sample.
+        threads, samples = _nvml_threads(), metric(node_agent, "gpufleet_agent_samples_total")
+        await eventually(lambda: metric(node_agent, "gpufleet_agent_samples_total") >= samples + 10)
+        assert hangable.blocked_calls == 1
+        assert metric(node_agent, "gpufleet_agent_nvml_timeouts_total") == 1
+        assert _nvml_threads() == threads
+
+        hangable.release()
+        await eventually(lambda: _gpus_in(reader, node_name, "free", "True"))
+        await eventually(lambda: _host_health(reader, node_name, "healthy"))
+        assert await _http(port, "/readyz") == (200, "ok")
+        assert metric(node_agent, "gpufleet_agent_nvml_hung") == 0
+
+
+async def test_a_driver_hung_at_start_is_reported_unknown_until_it_answers(
+    run_agent: RunAgent, reader: Reader, node_name: str, hangable: fakenvml.FakeNVML
+) -> None:
+    hangable.hang("nvmlInit")
+    port = _free_port()
+    async with run_agent(hangable, metrics_port=port, **HUNG_DRIVER) as node_agent:
+        await eventually(lambda: _host_health(reader, node_name, "unknown"))  # it heartbeats all the same
+        await eventually(lambda: node_agent.hung_samples >= 3)
+        assert (await _http(port, "/readyz"))[0] == 503
+        assert await reader.gpus(node_name) == {}
+        assert hangable.blocked_calls == 1
+
+        hangable.release()
+        await eventually(lambda: _gpus_in(reader, node_name, "free", "True"))
+        await eventually(lambda: _host_health(reader, node_name, "healthy"))
+        assert await _http(port, "/readyz") == (200, "ok")
+
+
+async def test_the_agent_stops_within_a_second_while_the_driver_is_hung(
+    run_agent: RunAgent, reader: Reader, node_name: str, hangable: fakenvml.FakeNVML
+) -> None:
+    async with contextlib.AsyncExitStack() as running:
+        node_agent = await running.enter_async_context(run_agent(hangable, **HUNG_DRIVER))
+        await eventually(lambda: _gpus_in(reader, node_name, "free", "True"))
+        hangable.hang("nvmlDeviceGetMemoryInfo")
+        await eventually(lambda: node_agent.hung_samples >= 1)
+        started = time.monotonic()
+        await running.aclose()  # NVML is left as it is rather than shut down on a hung driver
+        assert time.monotonic() - started < 1.0

@@ -254,6 +254,8 @@ def test_probes_follow_the_code_defaults() -> None:
     assert facade["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert _port_numbers(agent) == {"metrics": agent_settings.AgentSettings.model_fields["metrics_port"].default}
     assert agent["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # readiness fails while NVML is hung (a restart cannot unstick a driver: liveness stays up)
+    assert agent["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
 
 
 def test_tls_switches_probes_and_service_to_https() -> None:
