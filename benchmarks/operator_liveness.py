@@ -97,6 +97,14 @@ class LoadGenerator:
 
     async def run(self) -> None:
         tasks: set[asyncio.Task[None]] = set()
+        try:
+            await self._send_forever(tasks)
+        finally:  # beats in flight die with the generator, not after the session is closed
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _send_forever(self, tasks: set[asyncio.Task[None]]) -> None:
         step = self.interval / len(self.names)
         started = time.monotonic()
         slot = 0
@@ -173,6 +181,7 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
         "GPUFLEET_HEARTBEAT_INTERVAL_SECONDS": str(args.interval),
         "GPUFLEET_METRICS_PORT": str(metrics_port),
         "GPUFLEET_LOG_LEVEL": "WARNING",
+        "GPUFLEET_LIVENESS_PORT": "0",
     }
     connector = aiohttp.TCPConnector(limit=256)
     with _support.process(emulator_cmd):
@@ -206,8 +215,13 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
                 "GPUFLEET_STATIC_TOKENS_FILE": str(tokens_file),
             }
             profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+            operator_log = (workdir / "operator.log").open("wb")
+            print(f"operator log: {workdir / 'operator.log'}", file=sys.stderr, flush=True)
             with (
-                _support.process([sys.executable, *profile, "-m", "gpufleet", "operator"], operator_env) as operator,
+                operator_log,
+                _support.process(
+                    [sys.executable, *profile, "-m", "gpufleet", "operator"], operator_env, stderr=operator_log.fileno()
+                ) as operator,
                 _support.process([sys.executable, "-m", "gpufleet", "facade"], facade_env) as facade,
             ):
                 metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"

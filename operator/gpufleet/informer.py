@@ -13,10 +13,14 @@ follow the API the same way, the way client-go's reflector does:
   nothing at all, no error and no close. Read inactivity is measured against what this watch
   normally delivers (an average of the gaps between its events and bookmarks, so a fleet that
   heartbeats every 10 s makes a silent minute suspicious) and capped by how often the API server
-  sends bookmarks to an idle watch. A watch silent for longer is abandoned and re-established.
+  sends bookmarks to an idle watch. A watch silent for longer is abandoned and re-established
+  from its resourceVersion: if the new watch is answered, it replays whatever the dead one lost
+  (and the silence counts as one long gap, so a resource that really is quiet raises its own
+  limit); if it is not answered in time, the view is stale.
 
-An informer is **fresh** while it follows the API; it turns stale on a stall or a failure and
-fresh again once a list or a new watch is answered. Consumers that must not act on a stale view
+An informer is **fresh** while it follows the API; it turns stale when a list or watch fails
+(an error, a timeout, a watch re-established after a silence that is not answered) and fresh
+again once a list or a new watch is answered. Consumers that must not act on a stale view
 (the operator's liveness verdicts) are told through `on_stale` / `on_fresh`; `last_contact` says
 when the API last confirmed the view (an event, a bookmark, a list or a new watch), so a
 verdict can wait until the view is known to reach past its deadline.
@@ -276,6 +280,7 @@ class Informer:
         self.inactivity = inactivity if inactivity is not None else Inactivity()
         self._clock = clock
         self._version: str | None = None
+        self._after_silence = False
         self.synced = asyncio.Event()
         """Set once the first list is in the store."""
         self.fresh = False
@@ -301,6 +306,12 @@ class Informer:
             except Expired:
                 logger.info("%s watch expired; listing again", self.resource)
                 self._version = None
+            except Stalled as silence:
+                # Not stale yet: a quiet resource is silent too. The new watch tells which: it is
+                # answered (and replays whatever the old connection lost), or it fails, and then the
+                # view has been stale since the last contact.
+                logger.info("%s watch silent for %s: reconnecting", self.resource, silence)
+                self._after_silence = True
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -371,21 +382,27 @@ class Informer:
         timeout = aiohttp.ClientTimeout(
             connect=self._timeout, sock_connect=self._timeout, sock_read=self.inactivity.cap + self._timeout
         )
-        response = await self._lister(
-            # Spelled as the API documents it: the client would send `True`, which strict servers reject.
-            watch="true",
-            resource_version=self._version,
-            allow_watch_bookmarks="true",
-            timeout_seconds=random.randint(*WATCH_SECONDS),
-            _preload_content=False,
-            _request_timeout=timeout,
-        )
+        async with asyncio.timeout(self._timeout):  # the headers, at least, come at once
+            response = await self._lister(
+                # Spelled as the API documents it: the client would send `True`, which strict servers reject.
+                watch="true",
+                resource_version=self._version,
+                allow_watch_bookmarks="true",
+                timeout_seconds=random.randint(*WATCH_SECONDS),
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
         async with response:
             if response.status == 410:
                 raise Expired
             if response.status != 200:
                 raise RuntimeError(f"watch answered HTTP {response.status}")
-            self.inactivity.restart()
+            if not self._after_silence:
+                self.inactivity.restart()
+            # After a silence, the new watch's answer ends one long gap: a quiet resource thus
+            # teaches the limit its own rhythm (up to the bookmarks' cadence) instead of being
+            # reconnected every few seconds.
+            self._after_silence = False
             self._went_fresh()
             watchdog = asyncio.create_task(self._watchdog(response), name=f"{self.resource} watchdog")
             try:
@@ -409,8 +426,6 @@ class Informer:
             silence = self._clock() - self.last_contact
             limit = self.inactivity.limit()
             if silence >= limit:
-                logger.warning("%s watch silent for %.3gs (limit %.3gs): reconnecting", self.resource, silence, limit)
-                self._went_stale()
                 response.close()
                 return
             await asyncio.sleep(min(limit - silence, 1.0) + 0.01)

@@ -139,6 +139,24 @@ async def test_an_unreachable_api_turns_the_view_stale_and_a_new_watch_fresh_aga
     assert seen.freshness == ["fresh", "stale", "fresh"]
 
 
+async def test_a_watch_that_falls_quiet_after_a_burst_is_reconnected_but_never_called_stale(
+    async_api_client: client.ApiClient, namespace: str
+) -> None:
+    seen = Recorder()
+    quick = informer.Inactivity(floor=0.2, cap=90.0)
+    async with running(configmaps(async_api_client, namespace, seen, inactivity=quick)) as view:
+        for index in range(20):  # a burst: the usual gap becomes milliseconds
+            await create(async_api_client, namespace, f"burst-{index}")
+        await eventually(lambda: len(view.store) == 20)
+        first_limit = quick.limit()
+        await asyncio.sleep(1.5)  # then silence, several times the limit the burst taught
+        assert quick.limit() > first_limit  # each silence ended by a new watch counted as one long gap
+        await create(async_api_client, namespace, "after-the-silence")
+        await eventually(lambda: f"{namespace}/after-the-silence" in view.store)
+        assert view.fresh
+    assert seen.freshness == ["fresh"]  # quiet is not blind: no liveness verdict was suspended
+
+
 def test_a_busy_watch_is_suspect_sooner_than_a_quiet_one() -> None:
     busy, quiet = informer.Inactivity(floor=1.0, cap=90.0), informer.Inactivity(floor=1.0, cap=90.0)
     for tick in range(200):

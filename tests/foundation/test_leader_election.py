@@ -1,7 +1,7 @@
 """Leader election on a Lease: one writer at a time, a fenced leader, a fast take-over.
 
 Electors run with short durations of the same shape as kube-controller-manager's 15/10/2 s
-(lease 1.5 s, renew deadline 1 s, retry 0.25 s). A partition is made by pointing one elector's
+(lease 2 s, renew deadline 1.2 s, retry 0.25 s). A partition is made by pointing one elector's
 client at a black hole (a server that accepts connections and never answers), which is what a
 half-open connection to the API looks like from the client's side.
 """
@@ -20,7 +20,7 @@ from kubernetes_asyncio import client, config
 
 from gpufleet import leaderelection
 
-LEASE, RENEW, RETRY = 1.5, 1.0, 0.25
+LEASE, RENEW, RETRY = 2.0, 1.2, 0.25
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ async def test_one_replica_holds_the_lease_and_the_lease_shows_which(
         assert [replica for replica in replicas if replica.elector.is_leader()] == [leader]
     spec = await _holder(async_api_client, namespace)
     assert spec.holder_identity == leader.identity and spec.lease_transitions == 0
-    assert spec.lease_duration_seconds == 2  # whole seconds, rounded up: a standby never waits less
+    assert spec.lease_duration_seconds == LEASE
 
 
 async def test_a_partitioned_leader_stops_writing_before_a_standby_takes_over(
@@ -182,3 +182,22 @@ async def test_an_orderly_stop_hands_the_lease_over_at_once(replicas: list[Repli
 def test_durations_that_cannot_fence_a_leader_are_refused() -> None:
     with pytest.raises(ValueError, match="renew deadline < lease duration"):
         leaderelection.LeaseConfig(namespace="n", name="l", identity="i", lease_duration=10, renew_deadline=10)
+
+
+async def test_a_fractional_lease_duration_is_stored_rounded_up(
+    async_api_client: client.ApiClient, namespace: str
+) -> None:
+    lease = leaderelection.LeaseConfig(
+        namespace=namespace, name="controller", identity="solo", lease_duration=2.5, renew_deadline=2.2, retry_period=1
+    )
+    elector = leaderelection.LeaderElector(async_api_client, lease, on_started=lambda: None, on_stopped=lambda: None)
+    task = asyncio.create_task(elector.run())
+    try:
+        while not elector.is_leader():
+            await asyncio.sleep(0.02)
+        spec = await _holder(async_api_client, namespace)
+        assert spec.lease_duration_seconds == 3  # a standby never waits less than the leader's fence
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

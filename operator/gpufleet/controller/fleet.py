@@ -267,7 +267,10 @@ class Fleet:
         retry = backoff.Backoff(first=RETRY_FIRST_SECONDS, cap=RETRY_MAX_SECONDS)
         while self.may_write():
             try:
-                await work()
+                # The write slots bound chores too: 10,000 new hosts must not become 20,000 requests
+                # queued in the client's connection pool, where their timeouts would run out unsent.
+                async with self._writes:
+                    await work()
                 return
             except asyncio.CancelledError:
                 raise
