@@ -190,11 +190,11 @@ async def test_a_fractional_lease_duration_is_stored_rounded_up(
     lease = leaderelection.LeaseConfig(
         namespace=namespace, name="controller", identity="solo", lease_duration=2.5, renew_deadline=2.2, retry_period=1
     )
-    elector = leaderelection.LeaderElector(async_api_client, lease, on_started=lambda: None, on_stopped=lambda: None)
+    leading = asyncio.Event()
+    elector = leaderelection.LeaderElector(async_api_client, lease, on_started=leading.set, on_stopped=lambda: None)
     task = asyncio.create_task(elector.run())
     try:
-        while not elector.is_leader():
-            await asyncio.sleep(0.02)
+        await asyncio.wait_for(leading.wait(), 10)
         spec = await _holder(async_api_client, namespace)
         assert spec.lease_duration_seconds == 3  # a standby never waits less than the leader's fence
     finally:
