@@ -1,10 +1,11 @@
 """The operator's in-memory view of the fleet, and the one place that turns it into API writes.
 
 Every input (a Host, a GPU or a token Secret from its informer, a passed deadline) updates the
-view and schedules the host; a scheduled host is reconciled in its own task, one at a time per
-host, so an informer never waits for a write. Reconciliation compares the Host as last seen with
-what it should be (`status.plan`) and writes only the difference; it is level-based, so a lost
-race is repaired by the next event.
+view and schedules the host on a work queue (`workqueue`): a host waits there at most once, and
+a fixed pool of workers brings it to what it should be, one worker per host at a time, so an
+informer never waits for a write and a burst of hosts costs no more tasks than the pool.
+Reconciliation compares the Host as last seen with what it should be (`status.plan`) and writes
+only the difference; it is level-based, so a lost race is repaired by the next event.
 
 A host's reconciliation is retried until it succeeds, whatever the failure (a reset connection,
 a timeout, a 5xx, a 429), with jittered backoff: an offline verdict is the one write no later
@@ -19,23 +20,23 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import exceptions
 
-from gpufleet import backoff, informer, tokens
+from gpufleet import informer, tokens
 from gpufleet import settings as settings_
 from gpufleet.api import host, meta
-from gpufleet.controller import agent_tokens, cleanup, events, liveness, metrics, rollup, status
+from gpufleet.controller import agent_tokens, cleanup, events, liveness, metrics, rollup, status, workqueue
 
 logger = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
-#: Hosts written concurrently, e.g. when a rack's worth of deadlines pass at once.
+#: Workers writing hosts concurrently, e.g. when a rack's worth of deadlines pass at once.
 WRITE_CONCURRENCY = 64
 #: Hosts read at once to confirm their silence (see `check`).
 CHECK_CONCURRENCY = 16
@@ -97,11 +98,17 @@ class Fleet:
         self.event_bucket = events.Bucket()
         self.metrics = metrics.Metrics()
         self.metrics.watch_fleet(self._host_states, self.rollup.by_state, self.liveness.oldest_heartbeat_age)
-        self._dirty: set[str] = set()
-        self._running: dict[str, asyncio.Task[None]] = {}
         self._deadlines: dict[str, float] = {}
-        self._chores: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._writes = asyncio.Semaphore(WRITE_CONCURRENCY)
+        self._deleted: set[str] = set()
+        """Hosts gone from the API whose GPUs and token are still to be released."""
+        self.queue: workqueue.WorkQueue[str] = workqueue.WorkQueue(
+            "host",
+            self._work_on,
+            workers=WRITE_CONCURRENCY,
+            first_retry=RETRY_FIRST_SECONDS,
+            max_retry=RETRY_MAX_SECONDS,
+        )
+        """Hosts to bring to what they should be; its workers are the only writers (`run`)."""
 
     # ----- inputs (informer callbacks: synchronous, O(1), never wait for the API) -----------------------
 
@@ -117,17 +124,15 @@ class Fleet:
             state=current.get("state"),
         ):
             self.metrics.heartbeats.inc()
-        if self.leading:
-            self._lifecycle(name, view)
-            self.schedule(name)
+        self.schedule(name)
 
     def host_gone(self, view: Mapping[str, Any]) -> None:
         """The Host is gone; whatever it left (deleted before we added the finalizer) goes too."""
         name = str(view["metadata"]["name"])
         self.written.pop(name, None)
         self.liveness.forget(name)
-        if self.leading:
-            self._chore("release", name, lambda: self._release(name))
+        self._deleted.add(name)
+        self.schedule(name)
 
     def is_live_host(self, name: str) -> bool:
         """Whether the Host exists and is not being deleted, as last seen."""
@@ -148,10 +153,8 @@ class Fleet:
         """Deleting a host's token Secret rotates the token: issue a new one while the host exists."""
         host_name = str((secret["metadata"].get("labels") or {}).get(meta.HOST_LABEL) or "")
         self.tokens_known.discard(host_name)
-        view = self.hosts.get(host_name)
-        if self.leading and view is not None and self.is_live_host(host_name):
-            uid = str(view["metadata"].get("uid", ""))
-            self._chore("token", host_name, lambda: self._issue_token(host_name, uid))
+        if self.is_live_host(host_name):
+            self.schedule(host_name)
 
     async def expire(self, gone: list[tuple[str, float]]) -> None:
         """Hosts whose deadlines passed: schedule their offline status (the leader writes it)."""
@@ -198,11 +201,8 @@ class Fleet:
         self.leading = leading
         logger.info("this replica %s", "leads now" if leading else "stands by")
         if leading:
-            for name in list(self.hosts.names()):
-                view = self.hosts.get(name)
-                if view is not None:
-                    self._lifecycle(name, view)
-                    self.schedule(name)
+            for name in [*self.hosts.names(), *self._deleted]:
+                self.schedule(name)
 
     def may_write(self) -> bool:
         """Whether this replica may write now: it leads, and its Lease is still renewed."""
@@ -210,97 +210,53 @@ class Fleet:
 
     # ----- scheduling -----------------------------------------------------------------------------
 
+    async def run(self) -> None:
+        """Work on scheduled hosts until cancelled (the one place writes come from)."""
+        await self.queue.run()
+
     def schedule(self, name: str) -> None:
-        """Reconcile the host soon, in its own task; at most one runs per host, re-run if asked again."""
-        if name in self._running:
-            self._dirty.add(name)
-        elif self.leading and name in self.hosts:
-            self._running[name] = asyncio.create_task(self._reconcile_until_clean(name))
+        """Bring the host to what it should be soon; a host already waiting is not queued twice.
 
-    async def _reconcile_until_clean(self, name: str) -> None:
-        """Reconcile until no new input arrived meanwhile; a failure of any kind is retried with backoff.
-
-        A retry matters most for an expiry: a silent host sends no further event to repair it.
+        Only the leader queues work: a new leader queues every host it knows (`lead`).
         """
-        retry = backoff.Backoff(first=RETRY_FIRST_SECONDS, cap=RETRY_MAX_SECONDS)
-        try:
-            while True:
-                self._dirty.discard(name)
-                try:
-                    async with self._writes:
-                        await self.reconcile(name)
-                    retry.reset()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    delay = retry.next(error)
-                    if backoff.is_transient(error):
-                        logger.warning(
-                            "could not update host %s (retrying in %.2gs): %s",
-                            name,
-                            delay,
-                            _describe(error),
-                            extra={"host": name},
-                        )
-                    else:
-                        logger.exception("could not update host %s (retrying in %.2gs)", name, delay)
-                    await asyncio.sleep(delay)
-                    self._dirty.add(name)
-                if name not in self._dirty or name not in self.hosts or not self.leading:
-                    return
-        finally:
-            del self._running[name]
-
-    def _chore(self, what: str, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run a one-off task for a host unless the same one is already running; retried until done.
-
-        It stops early when this replica stops leading: the next leader does it from its own view.
-        """
-        key = (what, name)
-        if key in self._chores:
-            return
-        task = asyncio.create_task(self._until_done(what, name, work))
-        self._chores[key] = task
-        task.add_done_callback(lambda _: self._chores.pop(key, None))
-
-    async def _until_done(self, what: str, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        retry = backoff.Backoff(first=RETRY_FIRST_SECONDS, cap=RETRY_MAX_SECONDS)
-        while self.may_write():
-            try:
-                # The write slots bound chores too: 10,000 new hosts must not become 20,000 requests
-                # queued in the client's connection pool, where their timeouts would run out unsent.
-                async with self._writes:
-                    await work()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                delay = retry.next(error)
-                if backoff.is_transient(error):
-                    logger.warning("%s for host %s failed (retrying in %.2gs): %s", what, name, delay, _describe(error))
-                else:
-                    logger.exception("%s for host %s failed (retrying in %.2gs)", what, name, delay)
-                await asyncio.sleep(delay)
+        if self.leading:
+            self.queue.add(name)
 
     async def idle(self) -> None:
-        """Wait until no write is in flight (for tests and orderly shutdown)."""
-        while self._running or self._chores:
-            await asyncio.gather(*self._running.values(), *self._chores.values(), return_exceptions=True)
+        """Wait until no host is queued or being written (for tests and orderly shutdown)."""
+        await self.queue.idle()
 
-    # ----- lifecycle --------------------------------------------------------------------------------
+    async def _work_on(self, name: str) -> None:
+        """Everything a host needs, level-based: status first, then finalizer and token, or clean-up.
 
-    def _lifecycle(self, name: str, view: dict[str, Any]) -> None:
+        Any failure raises, and the queue tries the host again with backoff: a pending verdict is
+        never dropped (a silent host sends no further event to repair it).
+        """
+        try:
+            await self._bring_up_to_date(name)
+        except NotLeading:
+            return  # lost the Lease meanwhile: a new leader queues every host again
+
+    async def _bring_up_to_date(self, name: str) -> None:
+        if not self.may_write():
+            return  # a new leader queues every host again
+        view = self.hosts.get(name)
+        if view is None:
+            if name in self._deleted:
+                await self._release(name)
+                self._deleted.discard(name)
+            return
         metadata = view["metadata"]
         finalizers = list(metadata.get("finalizers") or [])
         if metadata.get("deletionTimestamp"):
             if meta.CLEANUP_FINALIZER in finalizers:
-                self._chore("release", name, lambda: self._release(name, finalize=True))
+                await self._release(name, finalize=True)
             return
+        await self.reconcile(name)
         if meta.CLEANUP_FINALIZER not in finalizers:
-            self._chore("finalizer", name, lambda: self._add_finalizer(name, finalizers))
+            await self._add_finalizer(name, finalizers)
         if name not in self.tokens_known:
-            uid = str(metadata.get("uid", ""))
-            self._chore("token", name, lambda: self._issue_token(name, uid))
+            await self._issue_token(name, str(metadata.get("uid", "")))
 
     def _check_fence(self) -> None:
         if not self.may_write():

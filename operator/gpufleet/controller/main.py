@@ -139,6 +139,7 @@ async def serve(
                 liveness.run_expiry(tracker, the_fleet.expire, the_fleet.check), name="liveness deadlines"
             ),
             *(asyncio.create_task(view.run(), name=f"{view.resource} informer") for view in views),
+            asyncio.create_task(the_fleet.run(), name="host writers"),
         ]
         if elector is not None:
             ours.append(asyncio.create_task(_after_sync(views, elector.run()), name="leader election"))
@@ -168,7 +169,6 @@ async def serve(
                 for task in ours:
                     task.cancel()
                 await asyncio.gather(*ours, return_exceptions=True)
-                await the_fleet.idle()
 
 
 def _freshness(view: informer.Informer) -> Callable[[], float]:

@@ -11,6 +11,7 @@ while the watch was down stops counting as soon as the list is back.
 from __future__ import annotations
 
 import collections
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,10 +26,11 @@ def compact(body: Mapping[str, Any]) -> dict[str, Any]:
     metadata = body["metadata"]
     labels = metadata.get("labels") or {}
     host_name = labels.get(meta.HOST_LABEL) or (body.get("spec") or {}).get("hostName") or ""
+    # Interned: eight GPUs share their host's name, and the whole fleet a handful of states.
     return {
         "metadata": {"name": metadata["name"], "resourceVersion": metadata.get("resourceVersion")},
-        "host": str(host_name),
-        "state": str((body.get("status") or {}).get("state") or gpu.GPUState.UNKNOWN.value),
+        "host": sys.intern(str(host_name)),
+        "state": sys.intern(str((body.get("status") or {}).get("state") or gpu.GPUState.UNKNOWN.value)),
     }
 
 
