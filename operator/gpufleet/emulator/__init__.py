@@ -22,7 +22,7 @@ Kopf, kubernetes, kubernetes_asyncio, aiohttp) talks to it through a kubeconfig:
 from .cluster import EmulatedCluster, emulated_api, load_crds, serve, write_kubeconfig
 from .emulator import Emulator
 from .errors import ApiError
-from .faults import RequestInfo
+from .faults import RequestInfo, RequestRecord
 from .resources import ResourceDef
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "EmulatedCluster",
     "Emulator",
     "RequestInfo",
+    "RequestRecord",
     "ResourceDef",
     "emulated_api",
     "load_crds",

@@ -18,6 +18,8 @@ JsonObj = dict[str, Any]
 class User:
     username: str
     groups: tuple[str, ...]
+    extra: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """What an authenticator adds, e.g. ``authentication.kubernetes.io/node-name`` of a pod-bound token."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +46,15 @@ class AccessTable:
         self._users: dict[str, User] = {}
         self._rules: list[Rule] = []
 
-    def add_user(self, token: str, username: str, groups: tuple[str, ...] | list[str] = ()) -> None:
+    def add_user(
+        self,
+        token: str,
+        username: str,
+        groups: tuple[str, ...] | list[str] = (),
+        extra: dict[str, list[str]] | dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
         with self._lock:
-            self._users[token] = User(username, tuple(groups))
+            self._users[token] = User(username, tuple(groups), {k: tuple(v) for k, v in (extra or {}).items()})
 
     def allow(self, subject: str, verb: str = "*", group: str = "*", resource: str = "*") -> None:
         with self._lock:
@@ -62,6 +70,8 @@ class AccessTable:
                 "authenticated": True,
                 "user": {"username": user.username, "groups": [*user.groups, "system:authenticated"]},
             }
+            if user.extra:
+                status["user"]["extra"] = {key: list(values) for key, values in user.extra.items()}
         else:
             status["error"] = "invalid bearer token"
         return {**review, "status": status}

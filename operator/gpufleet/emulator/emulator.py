@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -21,10 +22,22 @@ import aiohttp.web
 import attrs
 import kmock
 
-from . import discovery, listing, objects, patching, routing, selectors, tables, validation, watching
+from . import (
+    admission,
+    discovery,
+    listing,
+    objects,
+    patching,
+    routing,
+    satokens,
+    selectors,
+    tables,
+    validation,
+    watching,
+)
 from .auth import AccessTable
 from .errors import ApiError, already_exists, bad_request, conflict, invalid, not_found
-from .faults import FaultPredicate, Faults, RequestInfo
+from .faults import FaultPredicate, Faults, RequestInfo, RequestObserver, RequestRecord
 from .lifecycle import Lifecycle
 from .resources import BUILTINS, CRDS, NAMESPACES, ResourceDef, crd_problems, established, from_crd
 from .store import Collection, ObjectKey, Store
@@ -47,14 +60,18 @@ class Emulator(kmock.KubernetesEmulator):
     store: Store = attrs.field(init=False)
     access: AccessTable = attrs.field(factory=AccessTable, init=False)
     faults: Faults = attrs.field(factory=Faults, init=False)
+    observers: list[RequestObserver] = attrs.field(factory=list, init=False)
+    """Called on the serving loop with a :class:`RequestRecord` of every answered request."""
     _defs: dict[tuple[str, str, str], ResourceDef] = attrs.field(factory=dict, init=False)
     _life: Lifecycle = attrs.field(init=False)
+    _admission: admission.Admission = attrs.field(init=False)
     _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.store = Store(self.history)
         self._life = Lifecycle(self.store, self._register_crd, self._unregister_crd)
+        self._admission = admission.Admission(self.store)  # CEL: CRD rules, ValidatingAdmissionPolicies
         self.faults.on_outage = self.drop_watches
         for resource in BUILTINS:
             self._register(resource)
@@ -67,8 +84,17 @@ class Emulator(kmock.KubernetesEmulator):
         count = sum(len(coll.objects) for coll in self.store.collections.values())
         return f"<Emulator: {len(self._defs)} resources, {count} objects, resourceVersion {self.store.rv}>"
 
-    def add_user(self, token: str, username: str, groups: Iterable[str] = ()) -> None:
-        self.access.add_user(token, username, tuple(groups))
+    def add_user(
+        self, token: str, username: str, groups: Iterable[str] = (), extra: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
+        """A bearer token of ``username``; ``extra`` is what admission policies see in ``request.userInfo.extra``."""
+        self.access.add_user(token, username, tuple(groups), {k: tuple(v) for k, v in (extra or {}).items()})
+
+    def mint_token(
+        self, namespace: str, service_account: str, *, node: str | None = None, pod: str | None = None
+    ) -> str:
+        """A new ServiceAccount token; with ``node``, bound to a pod on that node (the node-name claim)."""
+        return satokens.mint(self.access, namespace, service_account, node=node, pod=pod)
 
     def allow(self, subject: str, verb: str = "*", group: str = "*", resource: str = "*") -> None:
         self.access.allow(subject, verb, group, resource)
@@ -80,6 +106,12 @@ class Emulator(kmock.KubernetesEmulator):
     def unavailable(self, mode: str = "error") -> contextlib.AbstractContextManager[None]:
         """A block during which every request answers 503 (``error``) or hangs (``hang``)."""
         return self.faults.unavailable(mode)
+
+    def observe(self, observer: RequestObserver) -> Callable[[], None]:
+        """Call ``observer`` for every request from now on (on the serving loop: keep it quick);
+        returns the function that stops it."""
+        self.observers.append(observer)
+        return lambda: self.observers.remove(observer) if observer in self.observers else None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Remember the serving loop, so that other threads' calls are run on it."""
@@ -153,6 +185,30 @@ class Emulator(kmock.KubernetesEmulator):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         """Answer one request; bypasses kmock's request recording and reaction matching."""
+        if not self.observers:
+            return await self._answer(raw_request)
+        status = 499  # nginx's "client closed request": the handler was cancelled before answering
+        try:
+            response = await self._answer(raw_request)
+            status = response.status
+            return response
+        finally:
+            self._notify(raw_request, status)
+
+    def _notify(self, request: aiohttp.web.BaseRequest, status: int) -> None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        user = None
+        if scheme.lower() == "bearer" and token:
+            review = self.access.token_review({"spec": {"token": token}})["status"]
+            user = review["user"]["username"] if review.get("authenticated") else None
+        record = RequestRecord(request.method, request.path, request.query, user, status, time.monotonic())
+        for observer in list(self.observers):
+            try:
+                observer(record)
+            except Exception:
+                logger.exception("request observer %r failed", observer)
+
+    async def _answer(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         try:
             info = RequestInfo(raw_request.method, raw_request.path, raw_request.query)
             # The flag is flipped from the test's thread, which cannot set an asyncio.Event here.
@@ -169,6 +225,7 @@ class Emulator(kmock.KubernetesEmulator):
             return _json(ApiError(500, "InternalError", f"emulator error: {exc!r}").body(), 500)
 
     async def _dispatch(self, request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        admission.CURRENT_USER.set(admission.user_of(self.access, request.headers.get("Authorization", "")))
         route = routing.parse(request.path)
         method = request.method
         if route is None:
@@ -219,6 +276,7 @@ class Emulator(kmock.KubernetesEmulator):
         if method == "DELETE":
             raw = await request.read()
             options = json.loads(raw) if raw else {}
+            self._check_delete(resource, coll, key)
             return _json(listing.present(resource, self._life.delete(coll, key, options)))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed")
 
@@ -302,6 +360,7 @@ class Emulator(kmock.KubernetesEmulator):
         if key in coll.objects:
             raise already_exists(resource.qualified, name)
         obj = self._admit(resource, objects.new_object(resource, body, namespace, name), name, strict)
+        self._admission.check(admission.Attributes("CREATE", resource, None, namespace, name, obj, None, dry_run))
         return obj if dry_run else self._life.commit(coll, key, obj, None, "ADDED")
 
     def _create(
@@ -388,6 +447,10 @@ class Emulator(kmock.KubernetesEmulator):
             raise conflict(resource.qualified, key[1])
         strict = query.get("fieldValidation") == "Strict"
         new = self._admit(resource, objects.merged_update(resource, old, candidate, subresource), key[1], strict)
+        dry_run = bool(query.get("dryRun"))
+        self._admission.check(
+            admission.Attributes("UPDATE", resource, subresource, key[0] or None, key[1], new, old, dry_run)
+        )
         if new == old or query.get("dryRun"):
             return listing.present(resource, new)
         if objects.is_released(new):
@@ -410,6 +473,8 @@ class Emulator(kmock.KubernetesEmulator):
             for key, obj in sorted(coll.objects.items())
             if (namespace is None or key[0] == namespace) and (predicate is None or predicate(obj))
         ]
+        for key in doomed:
+            self._check_delete(resource, coll, key)
         items = [listing.present(resource, self._life.delete(coll, key, {})) for key in doomed]
         return {
             "apiVersion": resource.api_version,
@@ -417,3 +482,8 @@ class Emulator(kmock.KubernetesEmulator):
             "metadata": {"resourceVersion": str(self.store.rv)},
             "items": items,
         }
+
+    def _check_delete(self, resource: ResourceDef, coll: Collection, key: ObjectKey) -> None:
+        """Admission of a DELETE: the policies see the object as ``oldObject``."""
+        old = self._life.get(coll, key)
+        self._admission.check(admission.Attributes("DELETE", resource, None, key[0] or None, key[1], None, old))

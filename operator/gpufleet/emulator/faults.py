@@ -27,6 +27,24 @@ class RequestInfo:
 FaultPredicate = Callable[[RequestInfo], bool]
 
 
+@dataclasses.dataclass(frozen=True)
+class RequestRecord:
+    """What a request observer (``Emulator.observe``) is told of each request once it is answered."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    user: str | None
+    """The username of its bearer token (``Emulator.add_user``), None for an unknown token or none."""
+    status: int
+    """The HTTP status answered; 499 when the client went away first (a write then was not applied)."""
+    at: float
+    """``time.monotonic()`` when it was answered (a watch: when its stream ended)."""
+
+
+RequestObserver = Callable[[RequestRecord], None]
+
+
 @dataclasses.dataclass
 class _Rule:
     predicate: FaultPredicate | None

@@ -4,7 +4,7 @@ An apiserver prunes fields a CRD's ``openAPIV3Schema`` does not declare, fills i
 ``default`` values and rejects invalid objects with 422 and one cause per field. This is
 a small interpreter of the Kubernetes subset of OpenAPI v3 that words its causes the way
 the apiserver does (``spec.x: Invalid value: ...``), which a generic JSON-schema library
-does not do. CEL rules (``x-kubernetes-validations``) are not evaluated.
+does not do. CEL rules (``x-kubernetes-validations``) are evaluated after it, in ``admission.py``.
 """
 
 from __future__ import annotations
