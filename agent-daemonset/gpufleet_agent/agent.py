@@ -249,7 +249,9 @@ class Agent:
         if self._needs_sync and self.nvml_available:
             self._needs_sync = False
             try:
-                self._objects = await reconcile.sync(self.api, bound, self._devices, self._count_write)
+                self._objects = await reconcile.sync(
+                    self.api, bound, self._devices, self._count_write, node_name=self.settings.node_name
+                )
             except BaseException:
                 self._needs_sync = True
                 raise

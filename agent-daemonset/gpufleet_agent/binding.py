@@ -36,14 +36,31 @@ class NoHost(Exception):
     """No Host describes this node, and the agent may not register one."""
 
 
+def bound_node(host_object: kubeapi.JsonObj) -> str:
+    """The node a Host is bound to: its `spec.nodeName` when set, else its name.
+
+    The chart's admission policies use the same rule: an agent writes only the Host bound to its node.
+    """
+    node = (host_object.get("spec") or {}).get("nodeName")
+    return str(node) if node else str(host_object["metadata"]["name"])
+
+
 async def find_by_name(api: kubeapi.KubeApi, node_name: str) -> kubeapi.JsonObj | None:
-    """The Host named like the node, or None."""
+    """The Host named like the node (unless its `spec.nodeName` names another node), or None."""
     try:
-        return await api.get(f"{kubeapi.HOSTS}/{node_name}")
+        found = await api.get(f"{kubeapi.HOSTS}/{node_name}")
     except kubeapi.ApiError as error:
         if not error.not_found:
             raise
-    return None
+        return None
+    if bound_node(found) != node_name:
+        logger.warning(
+            "Host %s is named like this node but says spec.nodeName=%s: not binding to it",
+            node_name,
+            bound_node(found),
+        )
+        return None
+    return found
 
 
 async def find_by_node_name(api: kubeapi.KubeApi, node_name: str) -> kubeapi.JsonObj | None:

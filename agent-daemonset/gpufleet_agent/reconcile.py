@@ -3,6 +3,11 @@
 Objects are named `<host>-gpu<index>` (the same index keeps the same object across restarts),
 labelled with their host and owned by the Host, so that deleting a Host garbage-collects its
 GPUs even when no agent is left to do it. Only the agent writes their spec.
+
+Each is also labelled `gpufleet.io/node` with the agent's node, at creation and never changed:
+the chart's admission policies let an agent write only GPUs labelled with its own node (a
+policy cannot look the Host up). A GPU from before that label gets it on the first sync; one
+labelled with another node is left alone (its agent keeps it; this one could not write it).
 """
 
 from __future__ import annotations
@@ -36,14 +41,21 @@ def spec(host_name: str, device: nvml.Device) -> kubeapi.JsonObj:
     ).to_k8s()
 
 
-def manifest(host_object: kubeapi.JsonObj, device: nvml.Device) -> kubeapi.JsonObj:
+def node_of(obj: kubeapi.JsonObj) -> str | None:
+    """The node a GPU object says it belongs to (its `gpufleet.io/node` label), None when unlabelled."""
+    labels = obj.get("metadata", {}).get("labels") or {}
+    node = labels.get(meta.NODE_LABEL)
+    return str(node) if node else None
+
+
+def manifest(host_object: kubeapi.JsonObj, device: nvml.Device, node_name: str) -> kubeapi.JsonObj:
     host_name = host_object["metadata"]["name"]
     return {
         "apiVersion": meta.API_VERSION,
         "kind": gpu.KIND,
         "metadata": {
             "name": gpu.object_name(host_name, device.index),
-            "labels": {meta.HOST_LABEL: host_name},
+            "labels": {meta.HOST_LABEL: host_name, meta.NODE_LABEL: node_name},
             "ownerReferences": [owner_reference(host_object)],
         },
         "spec": spec(host_name, device),
@@ -55,22 +67,26 @@ async def sync(
     host_object: kubeapi.JsonObj,
     devices: list[nvml.Device],
     on_write: Callable[[str], None] = lambda kind: None,
+    *,
+    node_name: str,
 ) -> dict[str, kubeapi.JsonObj]:
     """Make the host's GPU objects match `devices`; returns the objects by name as they now are.
 
-    `on_write` is told of every write (`gpu_create`, `gpu_update`, `gpu_delete`), for the metrics.
+    `node_name` is the agent's node, which its GPUs are labelled with. `on_write` is told of every
+    write (`gpu_create`, `gpu_update`, `gpu_delete`), for the metrics.
     """
     host_name = host_object["metadata"]["name"]
-    existing = {
-        o["metadata"]["name"]: o for o in await api.list(kubeapi.GPUS, label_selector=f"{meta.HOST_LABEL}={host_name}")
-    }
+    existing: dict[str, kubeapi.JsonObj] = {}
+    for obj in await api.list(kubeapi.GPUS, label_selector=f"{meta.HOST_LABEL}={host_name}"):
+        if not _foreign(obj, node_name):
+            existing[obj["metadata"]["name"]] = obj
     current: dict[str, kubeapi.JsonObj] = {}
     for device in devices:
         name = gpu.object_name(host_name, device.index)
         old = existing.pop(name, None)
         if old is None:
             try:
-                current[name] = await api.create(kubeapi.GPUS, manifest(host_object, device))
+                current[name] = await api.create(kubeapi.GPUS, manifest(host_object, device, node_name))
                 on_write("gpu_create")
                 logger.info("created GPU %s (%s, %s)", name, device.uuid or "identity unknown", device.model_name)
                 continue
@@ -78,7 +94,9 @@ async def sync(
                 if not error.conflict:
                     raise
                 old = await api.get(f"{kubeapi.GPUS}/{name}")
-        current[name] = await _correct(api, host_object, device, old, on_write)
+                if _foreign(old, node_name):
+                    continue
+        current[name] = await _correct(api, host_object, device, old, on_write, node_name)
     for name in existing:
         try:
             await api.delete(f"{kubeapi.GPUS}/{name}")
@@ -90,22 +108,43 @@ async def sync(
     return current
 
 
+def _foreign(obj: kubeapi.JsonObj, node_name: str) -> bool:
+    """A GPU labelled with another node: logged, and never written by this agent."""
+    node = node_of(obj)
+    if node is None or node == node_name:
+        return False
+    logger.warning(
+        "GPU %s is labelled %s=%s, not this node (%s): leaving it alone",
+        obj["metadata"]["name"],
+        meta.NODE_LABEL,
+        node,
+        node_name,
+    )
+    return True
+
+
 async def _correct(
     api: kubeapi.KubeApi,
     host_object: kubeapi.JsonObj,
     device: nvml.Device,
     old: kubeapi.JsonObj,
     on_write: Callable[[str], None],
+    node_name: str,
 ) -> kubeapi.JsonObj:
-    """Patch spec and owner only where they differ; a lost device (no UUID) keeps its last identity."""
+    """Patch spec, owner and node label only where they differ; a lost device (no UUID) keeps its last identity."""
     name = old["metadata"]["name"]
     patch: kubeapi.JsonObj = {}
     desired = spec(host_object["metadata"]["name"], device)
     if device.uuid and old.get("spec") != desired:
         patch["spec"] = desired
     owner = owner_reference(host_object)
+    metadata: kubeapi.JsonObj = {}
     if not any(ref.get("uid") == owner["uid"] for ref in old["metadata"].get("ownerReferences") or []):
-        patch["metadata"] = {"ownerReferences": [owner]}
+        metadata["ownerReferences"] = [owner]
+    if node_of(old) is None:
+        metadata["labels"] = {meta.NODE_LABEL: node_name}  # a GPU from before the label: adopt it
+    if metadata:
+        patch["metadata"] = metadata
     if not patch:
         return old
     logger.info("updated GPU %s: %s", name, ", ".join(sorted(patch)))

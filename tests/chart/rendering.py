@@ -23,6 +23,9 @@ NAMESPACE = "gpufleet-system"
 
 #: Kubernetes minor versions the chart supports (Chart.yaml kubeVersion and what CI validates against).
 SUPPORTED_KUBERNETES = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0"]
+#: From here on the chart installs agent.nodeRestriction (ValidatingAdmissionPolicy v1, the node-name
+#: claim); older versions are supported with it turned off (docs/operations.md "Node restriction").
+NODE_RESTRICTION_SINCE = "1.30.0"
 
 Manifest = dict[str, Any]
 
@@ -60,6 +63,35 @@ def rendered_file(path: pathlib.Path) -> dict[str, str]:
 
 def objects_of_file(path: pathlib.Path) -> list[Manifest]:
     return objects(rendered_file(path))
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def has_node_restriction(version: str) -> bool:
+    return _minor(version) >= _minor(NODE_RESTRICTION_SINCE)
+
+
+def values_for(values: dict[str, Any], version: str) -> dict[str, Any]:
+    """`values` as installed on Kubernetes `version`: without agent.nodeRestriction before 1.30."""
+    if has_node_restriction(version):
+        return values
+    agent = {**values.get("agent", {}), "nodeRestriction": {"enabled": False}}
+    return {**values, "agent": agent}
+
+
+@functools.cache
+def _render_for(path: pathlib.Path, version: str) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted(render(values_for(values_of(path), version)).items()))
+
+
+def objects_for(path: pathlib.Path, version: str) -> list[Manifest]:
+    """The objects of a values file as installed on Kubernetes `version` (see `values_for`)."""
+    if has_node_restriction(version):
+        return objects_of_file(path)
+    return objects(dict(_render_for(path, version)))
 
 
 def chart_crds() -> dict[str, str]:

@@ -3,6 +3,8 @@
 Each values file in charts/gpufleet/ci/ is rendered by the Helm library, then every object is
 validated, strictly (unknown fields rejected), against the OpenAPI schemas of each supported
 Kubernetes version shipped by `kubernetes-validate`. `helm lint --strict` runs on the same files.
+Before Kubernetes 1.30 the files are installed with agent.nodeRestriction off, as the chart
+requires there (its ValidatingAdmissionPolicies are admissionregistration.k8s.io/v1).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ THIRD_PARTY_KINDS = {
 @pytest.mark.parametrize("version", rendering.SUPPORTED_KUBERNETES)
 def test_every_object_validates_against_kubernetes(values_file: pathlib.Path, version: str) -> None:
     validated = 0
-    for manifest in rendering.objects_of_file(values_file):
+    for manifest in rendering.objects_for(values_file, version):
         if manifest["kind"] in THIRD_PARTY_KINDS:
             continue
         kubernetes_validate.validate(manifest, version, strict=True)
@@ -55,7 +57,7 @@ def test_third_party_kinds_are_the_expected_api_versions(values_file: pathlib.Pa
 def test_helm_lint_strict_is_clean(values_file: pathlib.Path, version: str) -> None:
     report = helm.lint(
         rendering.CHART,
-        rendering.values_of(values_file),
+        rendering.values_for(rendering.values_of(values_file), version),
         strict=True,
         kube_version=f"v{version}",
         namespace=rendering.NAMESPACE,

@@ -77,7 +77,9 @@ kind create cluster --name "$CLUSTER" --image "$KIND_NODE_IMAGE" --kubeconfig "$
 
 # The integration suite runs before the chart is installed: its tests start their own operator
 # and facade in-process, which must not race the chart's. Tests that need the emulator's extras
-# (marker `emulator`) skip themselves on a real cluster.
+# (marker `emulator`) skip themselves on a real cluster. tests/admission runs here too: it applies
+# the chart's node-restriction policies for a release of its own and runs the agent with a token
+# from the TokenRequest API bound to a pod on a kind node (the API server adds the node-name claim).
 say "integration suite against the bare cluster (its CRDs applied by the test fixtures)"
 if [[ -d tests/integration ]]; then SUITE=(tests/integration); else SUITE=(tests -m "not e2e"); fi
 "$PYTHON" -m pytest "${SUITE[@]}" --kubeconfig "$KUBECONFIG" -p no:cacheprovider

@@ -104,6 +104,19 @@ def test_every_node_runs_an_agent_that_registers_it_with_its_gpus() -> None:
     )
 
 
+def test_the_agents_report_under_the_charts_node_restriction() -> None:
+    """The chart's policies are in force (kind 1.30+), and the real agents' pod-bound tokens pass them."""
+    release = ENV("GPUFLEET_E2E_RELEASE", "gpufleet")
+    policies = {p["metadata"]["name"] for p in kubectl("get", "validatingadmissionpolicies")["items"]}
+    bindings = {b["spec"]["policyName"] for b in kubectl("get", "validatingadmissionpolicybindings")["items"]}
+    expected = {f"{release}-agent-hosts", f"{release}-agent-gpus"}
+    assert expected <= policies and expected <= bindings
+    for node in [n["metadata"]["name"] for n in kubectl("get", "nodes")["items"]]:
+        gpus = kubectl("get", "gpus", "-l", f"gpufleet.io/host={node}")["items"]
+        assert gpus and all(g["metadata"]["labels"].get("gpufleet.io/node") == node for g in gpus)
+        assert all("lastUpdateTime" in (g.get("status") or {}) for g in gpus)  # status writes admitted
+
+
 def test_a_host_registered_through_the_facade_lives_by_its_heartbeats(tokens: dict[str, str]) -> None:
     body = {
         "name": "e2e-legacy",

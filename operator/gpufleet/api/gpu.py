@@ -40,6 +40,20 @@ class GPUState(enum.StrEnum):
 class GPUSpec(meta.ApiModel):
     """Identity of a GPU device, as discovered through NVML."""
 
+    # CEL rules the API server enforces beyond the schema: a GPU object stays one device slot of one host.
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.hostName == oldSelf.hostName",
+                    "message": "spec.hostName is immutable",
+                    "fieldPath": ".hostName",
+                },
+                {"rule": "self.index == oldSelf.index", "message": "spec.index is immutable", "fieldPath": ".index"},
+            ]
+        }
+    )
+
     host_name: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=253)]
     """Name of the Host this GPU is installed in."""
     index: meta.NonNegativeInt

@@ -77,6 +77,19 @@ class HealthStatus(enum.StrEnum):
 class HostSpec(meta.ApiModel):
     """What a host is: identity, operating system and capacity, as registered."""
 
+    # CEL rules the API server enforces beyond the schema (a transition rule: on updates only).
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(oldSelf.nodeName) || (has(self.nodeName) && self.nodeName == oldSelf.nodeName)",
+                    "message": "spec.nodeName is immutable once set",
+                    "fieldPath": ".nodeName",
+                }
+            ]
+        }
+    )
+
     display_name: Annotated[str, pydantic.StringConstraints(min_length=1, max_length=253)]
     """Human-readable name of the host (the legacy API's `name`), e.g. `GPU-Server-01`."""
     hostname: Annotated[str, pydantic.StringConstraints(max_length=253)] | None = None

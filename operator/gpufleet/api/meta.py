@@ -24,6 +24,11 @@ STATUS_LABEL = f"{GROUP}/status"
 OS_TYPE_LABEL = f"{GROUP}/os-type"
 #: Label on GPUs and agent-token Secrets naming the Host they belong to.
 HOST_LABEL = f"{GROUP}/host"
+#: Label on GPUs naming the Kubernetes Node whose agent created them; set at creation and never
+#: changed, so that an admission policy (which cannot look the Host up) can tell whose GPU it is.
+NODE_LABEL = f"{GROUP}/node"
+#: The labels the operator keeps on Hosts; no node agent may set them.
+OPERATOR_LABELS = (STATUS_LABEL, OS_TYPE_LABEL)
 #: Label that marks every object gpufleet manages (Secrets in particular).
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "gpufleet"
