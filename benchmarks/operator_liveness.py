@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import datetime
 import json
+import os
 import pathlib
 import random
 import statistics
@@ -180,7 +181,7 @@ async def scenario(args: argparse.Namespace) -> dict[str, Any]:
         "GPUFLEET_GRACE_PERIOD_SECONDS": str(args.grace),
         "GPUFLEET_HEARTBEAT_INTERVAL_SECONDS": str(args.interval),
         "GPUFLEET_METRICS_PORT": str(metrics_port),
-        "GPUFLEET_LOG_LEVEL": "WARNING",
+        "GPUFLEET_LOG_LEVEL": os.environ.get("BENCH_OPERATOR_LOG_LEVEL", "WARNING"),
         "GPUFLEET_LIVENESS_PORT": "0",
     }
     connector = aiohttp.TCPConnector(limit=256)
