@@ -32,6 +32,9 @@ class LogFormat(enum.StrEnum):
 
 
 PositiveSeconds = Annotated[float, pydantic.Field(gt=0)]
+#: The audience of the API server's own tokens where its service-account issuer is the usual one
+#: (kubeadm, kind, k3s and most distributions): what `kubectl create token` makes by default.
+API_SERVER_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
 Port = Annotated[int, pydantic.Field(ge=0, le=65535)]
 
 
@@ -87,6 +90,20 @@ class Settings(pydantic_settings.BaseSettings):
     """Longest wait for one Kubernetes API call (the facade answers 503 then; the operator retries)."""
     max_body_bytes: Annotated[int, pydantic.Field(ge=1024)] = 1024 * 1024
     """Largest request body the facade accepts (413 beyond)."""
+    auth_audience: Annotated[str, pydantic.Field(min_length=1)] = API_SERVER_AUDIENCE
+    """Audience Kubernetes tokens must be valid for (TokenReview `spec.audiences`); the API server's by default."""
+    auth_cache_seconds: PositiveSeconds = 10.0
+    """How long the facade reuses a TokenReview/SubjectAccessReview answer, a refusal included."""
+    auth_cache_size: Annotated[int, pydantic.Field(ge=1)] = 10_000
+    """Most TokenReview and SubjectAccessReview answers kept (each); the least recently used go first."""
+    auth_failure_burst: Annotated[int, pydantic.Field(ge=1)] = 20
+    """Failed authentications a client IP may have in a row before it is answered 429 (token bucket size)."""
+    auth_failure_rate: Annotated[float, pydantic.Field(gt=0)] = 1.0
+    """Failed authentications per second a client IP earns back (token bucket refill)."""
+    audit_heartbeats: bool = True
+    """Write an audit line for every heartbeat too (the other REST writes always get one)."""
+    reload_interval_seconds: PositiveSeconds = 10.0
+    """How often the facade looks for a changed TLS certificate or static tokens file on disk."""
 
     @pydantic.model_validator(mode="after")
     def _check_consistency(self) -> Self:

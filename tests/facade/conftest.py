@@ -7,21 +7,34 @@ registered through it are deleted afterwards, straight through the Kubernetes AP
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
 from aiohttp import test_utils
 
+from gpufleet.emulator import Emulator
 from gpufleet.facade import app as facade_app
+from gpufleet.facade import main
 from gpufleet.settings import AuthMode, Settings
 
 from .helpers import ADMIN_TOKEN, HOSTS_PATH, VIEWER_TOKEN, Facade, K8s
 
-StartFacade = Callable[[Settings], Awaitable[Facade]]
+
+class StartFacade(Protocol):
+    async def __call__(self, settings: Settings, *, kubeconfig: str | None = None) -> Facade:
+        """A started facade with these settings (on the cluster under test, or that of `kubeconfig`)."""
+
+
+class FacadeTestServer(test_utils.TestServer):
+    """aiohttp's test server with the facade's own runner (its HTTP limits, its envelope for unparsable requests)."""
+
+    async def _make_runner(self, **kwargs: Any) -> main.Runner:
+        return main.Runner(self.app, **kwargs)
 
 
 @pytest.fixture(scope="session")
@@ -62,9 +75,9 @@ async def start_facade(kube: Any, k8s: K8s) -> AsyncIterator[StartFacade]:
     sessions: list[aiohttp.ClientSession] = []
     registered: list[str] = []
 
-    async def start(settings: Settings) -> Facade:
-        app = facade_app.create_app(settings, kubeconfig=str(kube.kubeconfig))
-        server = test_utils.TestServer(app)
+    async def start(settings: Settings, *, kubeconfig: str | None = None) -> Facade:
+        app = facade_app.create_app(settings, kubeconfig=kubeconfig or str(kube.kubeconfig))
+        server = FacadeTestServer(app)
         await server.start_server()
         servers.append(server)
         await facade_app.wait_synced(app)
@@ -84,3 +97,60 @@ async def start_facade(kube: Any, k8s: K8s) -> AsyncIterator[StartFacade]:
 @pytest.fixture
 async def facade(start_facade: StartFacade, settings: Settings) -> Facade:
     return await start_facade(settings)
+
+
+#: The audience an API server's own tokens are for (kubeadm, kind: its service-account issuer).
+API_SERVER_AUDIENCE = "https://kubernetes.default.svc.cluster.local"
+
+
+@dataclasses.dataclass
+class TokenReviews:
+    """The emulator's TokenReview, made audience-aware as an API server is, and every review it got.
+
+    A token is valid for the API server's audience unless `audiences` says otherwise. A review
+    asking for audiences answers the ones the token has among them (`status.audiences`), and
+    does not authenticate a token that has none of them.
+    """
+
+    answer: Callable[[dict[str, Any]], dict[str, Any]]
+    audiences: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    reviewed: list[tuple[str, list[str]]] = dataclasses.field(default_factory=list)
+
+    def __call__(self, review: dict[str, Any]) -> dict[str, Any]:
+        spec = review.get("spec") or {}
+        token, wanted = spec.get("token", ""), list(spec.get("audiences") or [])
+        if "audiences" in spec:  # the emulator reviews tokens of its own requests too, without audiences
+            self.reviewed.append((token, wanted))
+        answer = self.answer(review)
+        status = dict(answer["status"])
+        if status.get("authenticated"):
+            has = self.audiences.get(token, [API_SERVER_AUDIENCE])
+            granted = [audience for audience in wanted if audience in has] if wanted else has
+            if granted:
+                status["audiences"] = granted
+            else:
+                status = {"authenticated": False, "error": "token audiences are invalid for the target audiences"}
+        return {**answer, "status": status}
+
+    def tokens(self) -> list[str]:
+        return [token for token, _ in self.reviewed]
+
+
+@pytest.fixture
+def token_reviews(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> TokenReviews:
+    """Kubernetes-mode users (`k8s-admin-token`: alice, admin; `k8s-viewer-token`: bob, viewer;
+    `k8s-nobody-token`: carol, no rights), behind an audience-aware TokenReview."""
+    emulator.add_user("k8s-admin-token", "alice", ["fleet-admins"])
+    emulator.add_user("k8s-viewer-token", "bob")
+    emulator.add_user("k8s-nobody-token", "carol")
+    emulator.allow("fleet-admins", "*", "gpufleet.io", "hosts")
+    for verb in ("get", "list"):
+        emulator.allow("bob", verb, "gpufleet.io", "hosts")
+    reviews = TokenReviews(emulator.access.token_review)
+    monkeypatch.setattr(emulator.access, "token_review", reviews)
+    return reviews
+
+
+@pytest.fixture
+def kubernetes_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={"auth_mode": AuthMode.KUBERNETES, "static_tokens_file": None})

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 
 from gpufleet import tokens
-from gpufleet.emulator import Emulator
 from gpufleet.facade import auth
-from gpufleet.settings import AuthMode, Settings
+from gpufleet.settings import Settings
 
-from .conftest import StartFacade
+from .conftest import StartFacade, TokenReviews
 from .helpers import ADMIN_TOKEN, HEARTBEAT, REGISTRATION, VIEWER_TOKEN, Facade, K8s, eventually, unique_ip
 
 Caller = Callable[[Facade, str | None, dict[str, Any]], Awaitable[int]]
@@ -172,15 +171,10 @@ class TestKubernetesMode:
     """TokenReview says who the caller is; RBAC on hosts.gpufleet.io says what they may do."""
 
     @pytest.fixture
-    async def facade(self, start_facade: StartFacade, emulator: Emulator, settings: Settings) -> Facade:
-        emulator.add_user("k8s-admin-token", "alice", ["fleet-admins"])
-        emulator.add_user("k8s-viewer-token", "bob")
-        emulator.add_user("k8s-nobody-token", "carol")
-        emulator.allow("fleet-admins", "*", "gpufleet.io", "hosts")
-        for verb in ("get", "list"):
-            emulator.allow("bob", verb, "gpufleet.io", "hosts")
-        started = await start_facade(settings.model_copy(update={"auth_mode": AuthMode.KUBERNETES}))
-        return started
+    async def facade(
+        self, start_facade: StartFacade, token_reviews: TokenReviews, kubernetes_settings: Settings
+    ) -> Facade:
+        return await start_facade(kubernetes_settings)
 
     async def test_rbac_decides_each_operation(self, facade: Facade) -> None:
         status, answer = await facade.call(

@@ -124,13 +124,16 @@ def _self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     openssl = shutil.which("openssl")
     if openssl is None:
         pytest.skip("needs the openssl command to make a certificate")
+    folder.mkdir(parents=True, exist_ok=True)
     cert, key = folder / "tls.crt", folder / "tls.key"
     command = [
         openssl,
         "req",
         "-x509",
         "-newkey",
-        "rsa:2048",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
         "-nodes",
         "-days",
         "1",
@@ -164,6 +167,63 @@ async def test_serves_https_and_stops_when_asked(settings: Settings, tmp_path: p
     with pytest.raises(aiohttp.ClientConnectionError):
         async with aiohttp.ClientSession() as http:
             await http.get(f"https://127.0.0.1:{port}/healthz", ssl=context)
+
+
+async def _presented_certificate(port: int) -> bytes:
+    """The certificate (DER) a new TLS connection to the facade is shown."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        der: bytes = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return der
+    finally:
+        writer.close()
+
+
+def _der(cert: pathlib.Path) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(cert.read_text())
+
+
+async def test_a_rotated_certificate_is_served_without_a_restart(
+    settings: Settings, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old_cert, old_key = _self_signed(tmp_path / "old")
+    new_cert, new_key = _self_signed(tmp_path / "new")
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = live / "tls.crt", live / "tls.key"
+    cert.write_bytes(old_cert.read_bytes())
+    key.write_bytes(old_key.read_bytes())
+    port = _free_port()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    config = settings.model_copy(
+        update={
+            "facade_host": "127.0.0.1",
+            "facade_port": port,
+            "tls_cert_file": cert,
+            "tls_key_file": key,
+            "reload_interval_seconds": 0.05,
+        }
+    )
+    server = asyncio.create_task(main.serve(config, stop=stop, ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        assert await _presented_certificate(port) == _der(old_cert)
+        # Halfway through a rotation (the new certificate, the old key): the old pair stays in use.
+        cert.write_bytes(new_cert.read_bytes())
+        assert await eventually(lambda: "could not reload the TLS certificate" in caplog.text)
+        assert await _presented_certificate(port) == _der(old_cert)
+        key.write_bytes(new_key.read_bytes())
+
+        async def rotated() -> bool:
+            return await _presented_certificate(port) == _der(new_cert)
+
+        assert await eventually(rotated)
+    finally:
+        stop.set()
+        await asyncio.wait_for(server, 15)
 
 
 async def test_the_gpufleet_facade_command_serves_until_sigterm(

@@ -2,7 +2,8 @@
 
 `create_app` is all a caller needs (tests, `serve`, `gpufleet dev`): the API client is opened
 and the informers run in the app's cleanup context, so they live exactly as long as the app
-runs, and `/readyz` turns ready once every cache has completed its first list.
+runs, and `/readyz` turns ready once every cache has completed its first list. The static tokens
+file, in static auth mode, is looked at for changes for as long too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gpufleet import informer, kube
-from gpufleet.facade import auth, errors, kubeapi, metrics, openapi, routes
+from gpufleet.facade import audit, auth, errors, kubeapi, metrics, openapi, ratelimit, reload, routes
 from gpufleet.settings import AuthMode, Settings
 
 
@@ -23,12 +24,17 @@ def create_app(settings: Settings, *, kubeconfig: str | None = None) -> web.Appl
     """The facade for `settings`, talking to the cluster of `kubeconfig` (default: in-cluster or $KUBECONFIG)."""
     app_metrics = metrics.Metrics()
     app = web.Application(
-        middlewares=[app_metrics.middleware, errors.envelope], client_max_size=settings.max_body_bytes
+        middlewares=[app_metrics.middleware, audit.middleware(heartbeats=settings.audit_heartbeats), errors.envelope],
+        client_max_size=settings.max_body_bytes,
     )
     app[routes.SERVICES] = services = _services(settings)
     for view in services.informers:
         app_metrics.observe(view)
     app.cleanup_ctx.append(lambda app: _connected(services, kubeconfig))
+    if isinstance(services.guard.callers, auth.StaticTokensFile):
+        tokens_file = services.guard.callers
+        watch = reload.FileWatch("static tokens file", [tokens_file.path], tokens_file.reload)
+        app.cleanup_ctx.append(lambda app: _watching(watch, settings.reload_interval_seconds))
     routes.add_routes(app)
     document = openapi.document(settings)
 
@@ -56,18 +62,22 @@ def _services(settings: Settings) -> routes.Services:
     callers: auth.Authorizer
     if settings.auth_mode is AuthMode.STATIC:
         assert settings.static_tokens_file is not None  # Settings validates this
-        callers = auth.StaticTokens.load(settings.static_tokens_file)
+        callers = auth.StaticTokensFile(settings.static_tokens_file)
     else:
-        callers = auth.KubernetesReviews(k8s)
+        callers = auth.KubernetesReviews(
+            k8s, audience=settings.auth_audience, ttl=settings.auth_cache_seconds, size=settings.auth_cache_size
+        )
     agent_tokens = auth.AgentTokens(secrets)
+    limiter = ratelimit.FailureLimiter(settings.auth_failure_burst, settings.auth_failure_rate)
     return routes.Services(
         settings=settings,
         kube=k8s,
         hosts=hosts,
         gpus=gpus,
         informers=informers,
-        guard=auth.Guard(callers, agent_tokens),
+        guard=auth.Guard(callers, agent_tokens, limiter),
         agent_tokens=agent_tokens,
+        limiter=limiter,
     )
 
 
@@ -84,6 +94,16 @@ async def _connected(services: routes.Services, kubeconfig: str | None) -> Async
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+
+async def _watching(watch: reload.FileWatch, interval: float) -> AsyncIterator[None]:
+    task = asyncio.create_task(watch.run(interval), name=f"facade watch {watch.what}")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def wait_synced(app: web.Application) -> None:

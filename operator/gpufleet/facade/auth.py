@@ -2,32 +2,50 @@
 
 - Agents heartbeat with their host's token. The facade knows only SHA-256 digests of those tokens
   (fed by a watch on the agent-token Secrets) and compares them in constant time; a token of
-  another host is recognised (403) rather than merely unknown (401).
+  another host is recognised (403) rather than merely unknown (401). Agent tokens start with
+  `gfa_` (`tokens.PREFIX`, on every token ever issued): a token that does is never sent to
+  TokenReview, on any path, and is never an admin's or viewer's.
 - Admins and viewers are checked either against a static `token,role` file (mounted from a
-  Secret) or, in Kubernetes mode, by the API server itself: TokenReview says who the token is,
-  SubjectAccessReview says whether RBAC lets them do this verb on `hosts.gpufleet.io`, so one
-  RoleBinding governs kubectl and REST alike. Review answers are cached briefly by token digest.
+  Secret, read again when it changes) or, in Kubernetes mode, by the API server itself:
+  TokenReview says who the token is (for the configured audience only), SubjectAccessReview says
+  whether RBAC lets them do this verb on `hosts.gpufleet.io`, so one RoleBinding governs kubectl
+  and REST alike. Review answers, refusals included, are cached briefly by token digest, in caches
+  bounded in size.
+- Authentication attempts the facade cannot settle from what it knows are limited per client
+  (ratelimit.py): a client that keeps failing is answered 429.
 
-Tokens are never logged and never kept in the clear beyond the request that carries them.
+Tokens are never logged and never kept in the clear beyond the request that carries them; the
+caller's identity (never the token) is kept on the request for the audit line.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import hmac
+import logging
 import pathlib
+import re
 import time
-from typing import Any, Protocol
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
-from gpufleet import informer, tokens
+from gpufleet import informer, settings, tokens
 from gpufleet.api import meta
-from gpufleet.facade import errors, kubeapi
+from gpufleet.facade import errors, kubeapi, ratelimit
 
-#: How long a TokenReview/SubjectAccessReview answer is reused for the same token and verb.
+logger = logging.getLogger(__name__)
+
+#: How long a TokenReview/SubjectAccessReview answer is reused for the same token and verb (default).
 REVIEW_TTL_SECONDS = 10.0
+#: Most answers kept per cache (default).
+REVIEW_CACHE_SIZE = 10_000
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 class Role(enum.StrEnum):
@@ -50,6 +68,36 @@ class Access(enum.Enum):
         return self not in (Access.READ_LIST, Access.READ_GET)
 
 
+@dataclasses.dataclass(frozen=True)
+class Identity:
+    """Who a token belongs to, as the audit line names them (never the token itself)."""
+
+    kind: str
+    """`kubernetes`, `static` or `agent`."""
+    name: str
+    """The Kubernetes username, `static:<role>:line-<n>` (its line in the tokens file), or `agent:<host>`."""
+    groups: tuple[str, ...] = ()
+    role: Role | None = None
+    """The role of static and agent tokens; Kubernetes callers' rights are RBAC's to say."""
+    user: dict[str, Any] | None = dataclasses.field(default=None, compare=False)
+    """Kubernetes: the TokenReview's user (username, uid, groups, extra), for SubjectAccessReviews."""
+    key: bytes = dataclasses.field(default=b"", compare=False)
+    """The token's digest, to cache decisions by."""
+
+
+#: The identity of the caller, once authenticated (for the audit line).
+CALLER = web.RequestKey("caller", Identity)
+
+
+def looks_like_agent_token(token: str) -> bool:
+    """Whether a token has the agent tokens' prefix: such a token is never a Kubernetes token."""
+    return token.startswith(tokens.PREFIX)
+
+
+#: What no token holds: control characters, and the surrogates that stand for bytes that are not UTF-8.
+_NOT_A_TOKEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def bearer_token(request: web.Request) -> str:
     """The request's bearer token, or 401."""
     header = request.headers.get("Authorization", "")
@@ -57,6 +105,8 @@ def bearer_token(request: web.Request) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise errors.FacadeError(errors.UNAUTHENTICATED)
+    if _NOT_A_TOKEN.search(token):  # control characters, or bytes that were not UTF-8: nobody's token
+        raise errors.FacadeError(errors.INVALID_TOKEN)
     return token
 
 
@@ -113,25 +163,68 @@ class AgentTokens:
         """Whether the token is some host's agent token."""
         return bool(self._store.by("digest", tokens.digest(token).hex()))
 
+    def host_of(self, token: str) -> str | None:
+        """The host whose agent token this is, if any."""
+        for secret in self._store.by("digest", tokens.digest(token).hex()):
+            host: str | None = secret["metadata"]["labels"].get(meta.HOST_LABEL)
+            return host
+        return None
+
 
 # ----- admins and viewers -----------------------------------------------------------------------------
 
 
 class Authorizer(Protocol):
-    async def allowed(self, token: str, access: Access) -> bool | None:
-        """True: may; False: a known caller who may not; None: the token is nobody's."""
+    """How admins and viewers are told apart from strangers, and what each may do."""
+
+    def cached(self, digest: bytes) -> tuple[bool, Identity | None]:
+        """(True, who) when this token's answer is known without asking anyone (who: None for nobody)."""
+
+    async def identify(self, token: str, digest: bytes) -> Identity | None:
+        """Who the token is, or None when it is nobody's."""
+
+    async def allowed(self, identity: Identity, access: Access) -> bool:
+        """Whether this caller may do this."""
+
+
+class TtlCache(Generic[K, V]):
+    """At most `size` entries, each for `ttl` seconds; the least recently used go first."""
+
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.size, self.ttl = size, ttl
+        self._clock = clock
+        self._entries: collections.OrderedDict[K, tuple[float, V]] = collections.OrderedDict()
+
+    def get(self, key: K) -> tuple[bool, V | None]:
+        entry = self._entries.get(key)
+        if entry is None:
+            return False, None
+        if entry[0] <= self._clock():
+            del self._entries[key]
+            return False, None
+        self._entries.move_to_end(key)
+        return True, entry[1]
+
+    def put(self, key: K, value: V) -> None:
+        self._entries[key] = (self._clock() + self.ttl, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 @dataclasses.dataclass(frozen=True)
 class StaticTokens:
-    """Admin and viewer tokens from a `token,role` file, kept as digests."""
+    """Admin and viewer tokens from a `token,role` file, kept as digests with their line numbers."""
 
-    roles: tuple[tuple[bytes, Role], ...]
+    roles: tuple[tuple[bytes, Role, int], ...]
 
     @classmethod
     def load(cls, path: pathlib.Path) -> StaticTokens:
-        """Read the file; a malformed line fails start-up, naming its line number (not its content)."""
-        entries: list[tuple[bytes, Role]] = []
+        """Read the file; a malformed line fails, naming its line number (not its content)."""
+        entries: list[tuple[bytes, Role, int]] = []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -139,59 +232,101 @@ class StaticTokens:
             token, _, role = (part.strip() for part in line.rpartition(","))
             if not token or role not in (Role.ADMIN, Role.VIEWER):
                 raise ValueError(f"{path}:{number}: expected `token,role` with role admin or viewer")
-            entries.append((tokens.digest(token), Role(role)))
+            if looks_like_agent_token(token):
+                raise ValueError(f"{path}:{number}: tokens starting with {tokens.PREFIX} are agent tokens")
+            entries.append((tokens.digest(token), Role(role), number))
         return cls(tuple(entries))
 
-    def role_of(self, token: str) -> Role | None:
+    def entry_of(self, token: str) -> tuple[Role, int] | None:
         digest = tokens.digest(token)
-        found: Role | None = None
-        for expected, role in self.roles:  # every entry, so timing does not tell which one matched
+        found: tuple[Role, int] | None = None
+        for expected, role, number in self.roles:  # every entry, so timing does not tell which one matched
             if hmac.compare_digest(digest, expected) and found is None:
-                found = role
+                found = (role, number)
         return found
 
-    async def allowed(self, token: str, access: Access) -> bool | None:
-        role = self.role_of(token)
-        if role is None:
+    def role_of(self, token: str) -> Role | None:
+        entry = self.entry_of(token)
+        return entry[0] if entry else None
+
+    def cached(self, digest: bytes) -> tuple[bool, Identity | None]:
+        return False, None  # answered locally, but each answer counts as an attempt
+
+    async def identify(self, token: str, digest: bytes) -> Identity | None:
+        entry = self.entry_of(token)
+        if entry is None:
             return None
-        return role is Role.ADMIN or not access.admin_only
+        role, number = entry
+        return Identity("static", f"static:{role.value}:line-{number}", role=role, key=digest)
+
+    async def allowed(self, identity: Identity, access: Access) -> bool:
+        return identity.role is Role.ADMIN or not access.admin_only
+
+
+class StaticTokensFile:
+    """The static tokens of a file, read again by `reload` (a malformed new version is ignored)."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self.tokens = StaticTokens.load(path)
+
+    def reload(self) -> None:
+        self.tokens = StaticTokens.load(self.path)
+
+    def role_of(self, token: str) -> Role | None:
+        return self.tokens.role_of(token)
+
+    def cached(self, digest: bytes) -> tuple[bool, Identity | None]:
+        return self.tokens.cached(digest)
+
+    async def identify(self, token: str, digest: bytes) -> Identity | None:
+        return await self.tokens.identify(token, digest)
+
+    async def allowed(self, identity: Identity, access: Access) -> bool:
+        return await self.tokens.allowed(identity, access)
 
 
 class KubernetesReviews:
-    """TokenReview + SubjectAccessReview on `hosts.gpufleet.io`, answers cached by token digest."""
+    """TokenReview (for one audience) + SubjectAccessReview on `hosts.gpufleet.io`, answers cached by digest.
 
-    def __init__(self, api: kubeapi.Kubernetes, *, ttl: float = REVIEW_TTL_SECONDS) -> None:
+    Both caches are bounded in size (least recently used out first) and time; a token that is
+    nobody's is cached as such, so repeating it costs no TokenReview within the TTL either.
+    """
+
+    def __init__(
+        self,
+        api: kubeapi.Kubernetes,
+        *,
+        audience: str,
+        ttl: float = REVIEW_TTL_SECONDS,
+        size: int = REVIEW_CACHE_SIZE,
+    ) -> None:
         self._api = api
-        self._ttl = ttl
-        self._users: dict[bytes, tuple[float, dict[str, Any] | None]] = {}
-        self._decisions: dict[tuple[bytes, Access], tuple[float, bool]] = {}
+        self.audience = audience
+        self.users: TtlCache[bytes, Identity | None] = TtlCache(size, ttl)
+        self.decisions: TtlCache[tuple[bytes, Access], bool] = TtlCache(size, ttl)
 
-    async def allowed(self, token: str, access: Access) -> bool | None:
-        digest = tokens.digest(token)
-        now = time.monotonic()
-        cached = self._decisions.get((digest, access))
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        user = await self._user(digest, token, now)
-        if user is None:
-            return None
-        decision = await self._api.access_review(user, verb=access.value, group=meta.GROUP, resource="hosts")
-        self._decisions[(digest, access)] = (now + self._ttl, decision)
-        self._expire(now)
-        return decision
+    def cached(self, digest: bytes) -> tuple[bool, Identity | None]:
+        return self.users.get(digest)
 
-    async def _user(self, digest: bytes, token: str, now: float) -> dict[str, Any] | None:
-        cached = self._users.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        user = await self._api.token_review(token)
-        self._users[digest] = (now + self._ttl, user)
-        return user
+    async def identify(self, token: str, digest: bytes) -> Identity | None:
+        user = await self._api.token_review(
+            token, audience=self.audience, implicit=self.audience == settings.API_SERVER_AUDIENCE
+        )
+        identity = None
+        if user is not None:
+            identity = Identity("kubernetes", str(user["user"]), tuple(user["groups"]), user=user, key=digest)
+        self.users.put(digest, identity)
+        return identity
 
-    def _expire(self, now: float) -> None:
-        if len(self._decisions) > 10_000:
-            self._decisions = {key: value for key, value in self._decisions.items() if value[0] > now}
-            self._users = {key: value for key, value in self._users.items() if value[0] > now}
+    async def allowed(self, identity: Identity, access: Access) -> bool:
+        hit, decision = self.decisions.get((identity.key, access))
+        if hit and decision is not None:
+            return decision
+        assert identity.user is not None
+        allowed = await self._api.access_review(identity.user, verb=access.value, group=meta.GROUP, resource="hosts")
+        self.decisions.put((identity.key, access), allowed)
+        return allowed
 
 
 # ----- the checks routes call -----------------------------------------------------------------------------
@@ -203,26 +338,75 @@ class Guard:
 
     callers: Authorizer
     agents: AgentTokens
+    limiter: ratelimit.FailureLimiter
 
-    async def require(self, request: web.Request, access: Access) -> None:
+    async def require(self, request: web.Request, access: Access) -> Identity:
         """Admin/viewer operations: 401 for no or unknown token, 403 for a caller without the right."""
         token = bearer_token(request)
-        allowed = await self.callers.allowed(token, access)
-        if allowed is None:
-            if self.agents.known(token):
+        if looks_like_agent_token(token):  # never sent to TokenReview, never an admin's or viewer's
+            host = self.agents.host_of(token)
+            if host is not None:
+                _remember(request, Identity("agent", f"agent:{host}", role=Role.AGENT))
                 raise errors.FacadeError(errors.FORBIDDEN, "agent tokens may only send heartbeats")
+            self._attempt(request)
             raise errors.FacadeError(errors.INVALID_TOKEN)
-        if not allowed:
+        identity = await self._identify(request, token)
+        if identity is None:
+            raise errors.FacadeError(errors.INVALID_TOKEN)
+        _remember(request, identity)
+        if not await self.callers.allowed(identity, access):
             raise errors.FacadeError(errors.FORBIDDEN, f"the token's role may not {access.value} hosts")
+        return identity
 
-    async def require_agent(self, request: web.Request, host_name: str) -> None:
+    async def require_agent(self, request: web.Request, host_name: str) -> Identity:
         """Heartbeats: only the host's own agent token; another host's token or a user's is 403."""
         token = bearer_token(request)
         owner = self.agents.owner_of(token, host_name)
         if owner:
-            return
+            identity = Identity("agent", f"agent:{host_name}", role=Role.AGENT)
+            _remember(request, identity)
+            return identity
         if owner is False:
+            _remember(request, Identity("agent", f"agent:{self.agents.host_of(token)}", role=Role.AGENT))
             raise errors.FacadeError(errors.OTHER_HOST)
-        if await self.callers.allowed(token, Access.READ_GET) is not None:
+        if looks_like_agent_token(token):  # revoked, or never issued: not TokenReview's to judge
+            self._attempt(request)
+            raise errors.FacadeError(errors.INVALID_TOKEN)
+        caller = await self._identify(request, token)
+        if caller is not None:
+            _remember(request, caller)
             raise errors.FacadeError(errors.FORBIDDEN, "heartbeats need the host's agent token")
         raise errors.FacadeError(errors.INVALID_TOKEN)
+
+    async def _identify(self, request: web.Request, token: str) -> Identity | None:
+        """Who an admin/viewer token is; an attempt against the client's limit unless already known."""
+        digest = tokens.digest(token)
+        known, identity = self.callers.cached(digest)
+        if known and identity is not None:
+            return identity
+        client = self._attempt(request)
+        if not known:
+            try:
+                identity = await self.callers.identify(token, digest)
+            except BaseException:  # the API failed (503), not the caller: no failed attempt
+                self.limiter.give_back(client)
+                raise
+        if identity is not None:
+            self.limiter.give_back(client)
+        return identity
+
+    def _attempt(self, request: web.Request) -> str:
+        """Take one authentication attempt from the client's bucket, or answer 429."""
+        client = ratelimit.client_key(request.remote)
+        wait = self.limiter.take(client)
+        if wait is not None:
+            seconds = ratelimit.retry_after(wait)
+            raise errors.FacadeError(
+                errors.TOO_MANY_FAILURES, f"retry in {seconds} s", headers={"Retry-After": str(seconds)}
+            )
+        return client
+
+
+def _remember(request: web.Request, identity: Identity) -> None:
+    request[CALLER] = identity
+    kubeapi.ACTING_FOR.set(identity.name)

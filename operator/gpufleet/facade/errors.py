@@ -34,11 +34,20 @@ INVALID_BODY = ErrorKind(
     40002,
     400,
     "invalid request body",
-    "a field is missing, mistyped, out of range, an unknown enum value, an invalid IP address or label; "
-    "`data.errors` lists them",
+    "a field is missing, mistyped, out of range, an unknown enum value, an invalid IP address, name or label, "
+    "or the body is over a limit (nesting, number length); `data.errors` lists them",
 )
 INVALID_QUERY = ErrorKind(
-    40003, 400, "invalid query parameter", "`page`, `page_size`, `status` or `os_type` is out of range or unknown"
+    40003,
+    400,
+    "invalid query parameter",
+    "`page`, `page_size`, `status` or `os_type` is out of range or unknown, or the query string is too long",
+)
+MALFORMED_REQUEST = ErrorKind(
+    40004,
+    400,
+    "malformed HTTP request",
+    "the request line or a header does not parse or is over its limit (8 KiB each, at most 100 headers)",
 )
 UNAUTHENTICATED = ErrorKind(
     40101, 401, "authentication required", "no `Authorization: Bearer <token>` header, or not a bearer one"
@@ -69,6 +78,12 @@ UNSUPPORTED_MEDIA_TYPE = ErrorKind(
 REJECTED = ErrorKind(
     42201, 422, "rejected by the Kubernetes API", "the API server refused the object (its validation or admission)"
 )
+TOO_MANY_FAILURES = ErrorKind(
+    42901,
+    429,
+    "too many failed authentications; retry later",
+    "this client's failed authentications exceeded the limit; `Retry-After` says when to try again",
+)
 INTERNAL = ErrorKind(50001, 500, "internal error", "an unexpected failure (logged on the server, never echoed)")
 KUBERNETES_UNAVAILABLE = ErrorKind(
     50301, 503, "Kubernetes API unavailable", "the Kubernetes API is unreachable, failing or slower than the timeout"
@@ -79,6 +94,7 @@ TABLE: tuple[ErrorKind, ...] = (
     MALFORMED_JSON,
     INVALID_BODY,
     INVALID_QUERY,
+    MALFORMED_REQUEST,
     UNAUTHENTICATED,
     INVALID_TOKEN,
     FORBIDDEN,
@@ -91,6 +107,7 @@ TABLE: tuple[ErrorKind, ...] = (
     BODY_TOO_LARGE,
     UNSUPPORTED_MEDIA_TYPE,
     REJECTED,
+    TOO_MANY_FAILURES,
     INTERNAL,
     KUBERNETES_UNAVAILABLE,
     NOT_READY,
@@ -128,9 +145,16 @@ class FacadeError(Exception):
 
 
 def json_response(body: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """A JSON response with non-ASCII kept as is (the Chinese messages travel as UTF-8)."""
+    """A JSON response with non-ASCII kept as is (the Chinese messages travel as UTF-8).
+
+    Text that cannot be UTF-8 (a lone surrogate echoed from a caller's input) is escaped instead.
+    """
+    try:
+        encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        encoded = json.dumps(body, separators=(",", ":")).encode("ascii")
     return web.Response(
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+        body=encoded,
         status=status,
         content_type="application/json",
         charset="utf-8",
@@ -152,6 +176,16 @@ def _from_http_exception(exc: web.HTTPException) -> FacadeError:
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: The error code a request was answered with (for the audit line), set where errors become responses.
+ERROR_CODE = web.RequestKey("error_code", int)
+
+
+def echo(value: str, limit: int = 40) -> str:
+    """A caller's value as it may be quoted back in a message: repr, escaped, at most `limit` characters."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
 
 @web.middleware
 async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -159,12 +193,14 @@ async def envelope(request: web.Request, handler: Handler) -> web.StreamResponse
     try:
         return await handler(request)
     except FacadeError as error:
-        return error.response()
+        failure = error
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _from_http_exception(exc).response()
+        failure = _from_http_exception(exc)
     except Exception:
-        # The request line only: headers may carry tokens.
-        logger.exception("unexpected error on %s %s", request.method, request.rel_url.path)
-        return FacadeError(INTERNAL).response()
+        # The method and path only: headers may carry tokens, and the query is the caller's text.
+        logger.exception("unexpected error on %s %s", request.method, echo(request.path, 200))
+        failure = FacadeError(INTERNAL)
+    request[ERROR_CODE] = failure.kind.code
+    return failure.response()

@@ -5,13 +5,22 @@ here either returns within `api_timeout_seconds` or becomes a 503 in the envelop
 handler can act on (404 Not Found, 409 Already Exists or Conflict) are raised as
 `kubernetes_asyncio` ApiExceptions for it to translate; the API's own validation refusing an
 object becomes a 422 carrying the API's message.
+
+Every call carries a `User-Agent` naming the REST caller it is made for and the request's id
+(`gpufleet-facade (for alice; request 5f0c...)`): the Kubernetes audit log records the user agent
+of each request, so its entries for the facade's ServiceAccount show who asked for each write,
+without the facade needing the power to impersonate anyone (docs/facade.md, "Audit").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+import logging
 import os
+import time
+import urllib.parse
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -27,6 +36,26 @@ Obj = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 
 ApiException = exceptions.ApiException
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "gpufleet-facade"
+#: The REST caller the facade acts for in this request (set once authenticated), and the request's id.
+ACTING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("acting_for", default=None)
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+#: Characters kept as they are in the user agent; the rest are percent-encoded (no `(`, `)`, `;`, spaces).
+_SAFE = "@:/._-+=~!$&'*,"
+
+
+def user_agent() -> str:
+    """The `User-Agent` of API calls made now: the facade, and for whom and which request, if any."""
+    caller, request_id = ACTING_FOR.get(), REQUEST_ID.get()
+    details = []
+    if caller is not None:
+        details.append(f"for {urllib.parse.quote(caller, safe=_SAFE)}")
+    if request_id is not None:
+        details.append(f"request {request_id}")
+    return f"{USER_AGENT} ({'; '.join(details)})" if details else USER_AGENT
 
 
 def api_message(exc: exceptions.ApiException) -> str:
@@ -51,13 +80,16 @@ class Kubernetes:
     def __init__(self, *, timeout: float, namespace: str) -> None:
         self.timeout = timeout
         self.namespace = namespace
+        self._audience_warned: float | None = None
 
     def connect(self, api: client.ApiClient) -> None:
         """Use this API client from now on (the app connects at start-up, once the kubeconfig is read)."""
-        self.objects = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
-        self._authn = client.AuthenticationV1Api(api)
-        self._authz = client.AuthorizationV1Api(api)
+        self.objects = _WithUserAgent(client.CustomObjectsApi(api))
+        self.core = _WithUserAgent(client.CoreV1Api(api))
+        self._authn = _WithUserAgent(client.AuthenticationV1Api(api))
+        self._authz = _WithUserAgent(client.AuthorizationV1Api(api))
+        # The client's default headers win over a call's own, and each call sets its own user agent.
+        api.default_headers.pop("User-Agent", None)
         _stop_consulting_the_environment(api)
 
     async def _call(self, call: Awaitable[T]) -> T:
@@ -190,18 +222,42 @@ class Kubernetes:
 
     # ----- reviews -------------------------------------------------------------------------------------------
 
-    async def token_review(self, token: str) -> Obj | None:
-        """The user a token authenticates as (username, uid, groups, extra), or None."""
+    async def token_review(self, token: str, *, audience: str, implicit: bool = False) -> Obj | None:
+        """The user a token authenticates as (username, uid, groups, extra) for `audience`, or None.
+
+        The audience is asked for in `spec.audiences` and must come back in `status.audiences`.
+        The API's documented exception: an empty `status.audiences` means the API server's own
+        audience, accepted only when that is the one asked for (`implicit`). API servers fill
+        the field whenever audiences are asked for; only authenticators that know nothing of
+        audiences leave it empty.
+        """
+        spec = {"token": token, "audiences": [audience]}
         review = await self._call(
             self._authn.create_token_review(
-                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}}
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
             )
         )
         status = review.status
         if status is None or not status.authenticated or status.user is None:
             return None
+        audiences = status.audiences or []
+        if audience not in audiences and (audiences or not implicit):
+            self._warn_audience(audience, audiences)
+            return None
         user = status.user
         return {"user": user.username, "uid": user.uid, "groups": user.groups or [], "extra": user.extra or {}}
+
+    def _warn_audience(self, audience: str, audiences: list[str]) -> None:
+        now = time.monotonic()
+        if self._audience_warned is not None and now - self._audience_warned < 60:
+            return  # once a minute at most: a caller may retry in a loop
+        self._audience_warned = now
+        logger.warning(
+            "a Kubernetes token was refused: the TokenReview did not confirm the audience %r (it answered %s); "
+            "if callers' tokens are for another audience, set GPUFLEET_AUTH_AUDIENCE",
+            audience,
+            audiences or "none",
+        )
 
     async def access_review(self, user: Obj, *, verb: str, group: str, resource: str) -> bool:
         """Whether RBAC lets this user `verb` the `group` `resource`."""
@@ -215,6 +271,22 @@ class Kubernetes:
             )
         )
         return bool(review.status is not None and review.status.allowed)
+
+
+class _WithUserAgent:
+    """An API object of the client whose every call carries this moment's `user_agent()`."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._api, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("_headers", {"User-Agent": user_agent()})
+            return method(*args, **kwargs)
+
+        return call
 
 
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NETRC")

@@ -14,7 +14,7 @@ import pydantic
 from pydantic import json_schema
 
 from gpufleet.api import host
-from gpufleet.facade import errors, schemas
+from gpufleet.facade import errors, limits, schemas
 from gpufleet.settings import Settings
 
 PATH = "/api/v1/openapi.json"
@@ -44,7 +44,7 @@ def _json(model: type[pydantic.BaseModel], description: str) -> Obj:
 def _errors(*kinds: errors.ErrorKind) -> dict[str, Obj]:
     """Responses for these error kinds, grouped by HTTP status, naming their codes."""
     by_status: dict[int, list[errors.ErrorKind]] = {}
-    for kind in (*kinds, errors.INTERNAL, errors.METHOD_NOT_ALLOWED):
+    for kind in (*kinds, errors.MALFORMED_REQUEST, errors.INTERNAL, errors.METHOD_NOT_ALLOWED):
         by_status.setdefault(kind.status, []).append(kind)
     return {
         str(status): _json(schemas.ErrorResponse, "; ".join(f"{k.code}: {k.message}" for k in group))
@@ -52,15 +52,32 @@ def _errors(*kinds: errors.ErrorKind) -> dict[str, Obj]:
     }
 
 
-_USER = (errors.UNAUTHENTICATED, errors.INVALID_TOKEN, errors.FORBIDDEN)
+_USER = (errors.UNAUTHENTICATED, errors.INVALID_TOKEN, errors.FORBIDDEN, errors.TOO_MANY_FAILURES)
 _UNAVAILABLE = (errors.KUBERNETES_UNAVAILABLE,)
 _BODY = (errors.MALFORMED_JSON, errors.INVALID_BODY, errors.BODY_TOO_LARGE, errors.UNSUPPORTED_MEDIA_TYPE)
 _HOST_ID: Obj = {
     "name": "host_id",
     "in": "path",
     "required": True,
-    "description": "The host's id (its Kubernetes name).",
-    "schema": {"type": "string"},
+    "description": "The host's id (its Kubernetes name); anything that cannot be one is 404.",
+    "schema": {"type": "string", "maxLength": 253, "pattern": limits.HOST_ID_PATTERN},
+}
+
+
+#: What a registration's answer leads to: the operations on the host it made (its id in the path).
+_HOST_LINKS: Obj = {
+    name: {
+        "operationId": operation,
+        "parameters": {"path.host_id": "$response.body#/data/host_id"},
+        "description": f"{description} the host just registered.",
+    }
+    for name, operation, description in (
+        ("GetHost", "getHost", "Read"),
+        ("UpdateHost", "updateHost", "Rename or relabel"),
+        ("ListHostGpus", "listHostGpus", "List the GPUs of"),
+        ("Heartbeat", "heartbeat", "Heartbeat (with the `agent_token` of the answer) for"),
+        ("DeleteHost", "deleteHost", "Delete"),
+    )
 }
 
 
@@ -84,7 +101,7 @@ def document(settings: Settings) -> Obj:
             "in": "query",
             "required": False,
             "description": "Page number, from 1.",
-            "schema": {"type": "integer", "minimum": 1, "default": 1},
+            "schema": {"type": "integer", "minimum": 1, "maximum": limits.MAX_PAGE, "default": 1},
         },
         {
             "name": "page_size",
@@ -121,7 +138,10 @@ def document(settings: Settings) -> Obj:
                 "security": security,
                 "requestBody": body(schemas.RegisterHost),
                 "responses": {
-                    "201": _json(schemas.RegisterResponse, "Registered; message `主机注册成功`."),
+                    "201": {
+                        **_json(schemas.RegisterResponse, "Registered; message `主机注册成功`."),
+                        "links": _HOST_LINKS,
+                    },
                     **_errors(*_BODY, *_USER, errors.DUPLICATE_IP, errors.REJECTED, *_UNAVAILABLE),
                 },
             },

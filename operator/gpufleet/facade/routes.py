@@ -1,6 +1,6 @@
 """The seven operations of the legacy API, as thin handlers over the caches and the API calls.
 
-Each handler checks access first, then the input, then does one thing: reads come from the
+Each handler checks access first, then the input (within limits.py's bounds), then does one thing: reads come from the
 informer caches, writes go to the Kubernetes API and their results are applied to the caches at
 once, so the caller reads its own writes. Success messages are the API document's, byte for byte.
 
@@ -24,7 +24,7 @@ from aiohttp import web
 
 from gpufleet import informer, tokens
 from gpufleet.api import host, meta
-from gpufleet.facade import auth, claims, errors, kubeapi, schemas, translate
+from gpufleet.facade import audit, auth, claims, errors, kubeapi, limits, ratelimit, schemas, translate
 from gpufleet.settings import Settings
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -36,6 +36,8 @@ SUCCESS = "success"
 
 HOST_ID_ALPHABET = string.ascii_lowercase + string.digits
 HOST_ID_ATTEMPTS = 5
+#: Most entries of `data.errors` in one answer (a body may have thousands of bad labels).
+MAX_REPORTED_ERRORS = 20
 
 
 @dataclasses.dataclass
@@ -49,6 +51,7 @@ class Services:
     informers: list[informer.Informer]
     guard: auth.Guard
     agent_tokens: auth.AgentTokens
+    limiter: ratelimit.FailureLimiter
     #: How long an IP claim without its Host stands (claims.GRACE_SECONDS; tests shorten it).
     claim_grace_seconds: float = claims.GRACE_SECONDS
     _order: tuple[int, list[str]] = (-1, [])
@@ -107,10 +110,15 @@ async def read_body(request: web.Request, model: type[M], max_bytes: int) -> M:
     if request.content_length is not None and request.content_length > max_bytes:
         raise errors.FacadeError(errors.BODY_TOO_LARGE, f"the limit is {max_bytes} bytes")
     raw = await request.read()
+    problem = limits.body_problem(raw)  # before any parser: nesting and number length
+    if problem is not None:
+        raise errors.FacadeError(errors.INVALID_BODY, problem, errors=[{"field": "body", "message": problem}])
     try:
         json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as error:
         raise errors.FacadeError(errors.MALFORMED_JSON, str(error)) from None
+    except RecursionError:  # cannot happen within the depth limit; never a 500 all the same
+        raise errors.FacadeError(errors.INVALID_BODY, "too deeply nested") from None
     try:
         return model.model_validate_json(raw)
     except pydantic.ValidationError as error:
@@ -118,31 +126,61 @@ async def read_body(request: web.Request, model: type[M], max_bytes: int) -> M:
 
 
 def invalid_body(error: pydantic.ValidationError) -> errors.FacadeError:
+    """40002 naming each bad field (at most MAX_REPORTED_ERRORS of them; keys quoted back are cut short)."""
+    found = error.errors(include_url=False, include_input=False)
     problems = [
-        {"field": ".".join(["body", *(str(part) for part in problem["loc"])]), "message": problem["msg"]}
-        for problem in error.errors(include_url=False, include_input=False)
+        {"field": ".".join(["body", *(_field_part(part) for part in problem["loc"])]), "message": problem["msg"]}
+        for problem in found[:MAX_REPORTED_ERRORS]
     ]
     summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+    if len(found) > MAX_REPORTED_ERRORS:
+        summary += f"; and {len(found) - MAX_REPORTED_ERRORS} more"
     return errors.FacadeError(errors.INVALID_BODY, summary, errors=problems)
 
 
-def _query_int(request: web.Request, name: str, default: int, maximum: int | None) -> int:
+def _field_part(part: str | int) -> str:
+    text = str(part)
+    return text if len(text) <= 320 else text[:320] + "..."  # a label key is at most 317 characters
+
+
+def _check_query_string(request: web.Request) -> None:
+    if len(request.query_string.encode("utf-8", "surrogateescape")) > limits.MAX_QUERY_BYTES:
+        raise errors.FacadeError(
+            errors.INVALID_QUERY, f"the query string is longer than {limits.MAX_QUERY_BYTES} bytes"
+        )
+
+
+def _query_int(request: web.Request, name: str, default: int, maximum: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default
-    # ASCII digits only: int() would also take " 2", "+2", "1_0" and full-width digits.
-    value = int(raw) if raw.isascii() and raw.isdigit() else 0
-    if value < 1 or (maximum is not None and value > maximum):
-        limit = f"between 1 and {maximum}" if maximum is not None else "at least 1"
-        raise errors.FacadeError(errors.INVALID_QUERY, f"{name} must be an integer {limit}, not {raw!r}")
+    # ASCII digits only: int() would also take " 2", "+2", "1_0" and full-width digits; and no
+    # more digits than the maximum has, so that int() never works on thousands of them.
+    digits = raw.lstrip("0") or "0"
+    ok = raw.isascii() and raw.isdigit() and len(digits) <= len(str(maximum))
+    value = int(digits) if ok else 0
+    if not 1 <= value <= maximum:
+        raise errors.FacadeError(
+            errors.INVALID_QUERY, f"{name} must be an integer between 1 and {maximum}, not {errors.echo(raw)}"
+        )
     return value
 
 
 def _query_choice(request: web.Request, name: str, choices: list[str]) -> str | None:
     raw = request.query.get(name)
     if raw is not None and raw not in choices:
-        raise errors.FacadeError(errors.INVALID_QUERY, f"{name} must be one of {', '.join(choices)}, not {raw!r}")
+        raise errors.FacadeError(
+            errors.INVALID_QUERY, f"{name} must be one of {', '.join(choices)}, not {errors.echo(raw)}"
+        )
     return raw
+
+
+def _host_id(request: web.Request) -> str:
+    """The path's host id; one that cannot be a Host's name is 404 at once, without asking the API."""
+    value = request.match_info["host_id"]
+    if not limits.valid_host_id(value):
+        raise errors.FacadeError(errors.HOST_NOT_FOUND, errors.echo(value, 64))
+    return value
 
 
 def _ready(services: Services) -> None:
@@ -197,6 +235,7 @@ async def register_host(request: web.Request) -> web.Response:
         await claims.release(services.kube, claim)
         raise
     name = created["metadata"]["name"]
+    request[audit.HOST] = name
     try:
         claim = await claims.bind(services.kube, claim, created)
     except claims.Lost:
@@ -294,7 +333,8 @@ async def list_hosts(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     await services.guard.require(request, auth.Access.READ_LIST)
     settings = services.settings
-    page = _query_int(request, "page", 1, None)
+    _check_query_string(request)
+    page = _query_int(request, "page", 1, limits.MAX_PAGE)
     page_size = _query_int(request, "page_size", settings.page_size_default, settings.page_size_max)
     status = _query_choice(request, "status", [s.value for s in host.HostState])
     os_type = _query_choice(request, "os_type", [s.value for s in host.OSType])
@@ -319,14 +359,14 @@ async def get_host(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     await services.guard.require(request, auth.Access.READ_GET)
     _ready(services)
-    return envelope(translate.host_detail(_host_or_404(services, request.match_info["host_id"])))
+    return envelope(translate.host_detail(_host_or_404(services, _host_id(request))))
 
 
 async def update_host(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     await services.guard.require(request, auth.Access.UPDATE)
     body = await read_body(request, schemas.UpdateHost, services.settings.max_body_bytes)
-    host_id = request.match_info["host_id"]
+    host_id = _host_id(request)
     if body.labels is None:
         current = await _current_host_or_404(services, host_id)
     else:
@@ -344,7 +384,7 @@ async def update_host(request: web.Request) -> web.Response:
 async def delete_host(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     await services.guard.require(request, auth.Access.DELETE)
-    host_id = request.match_info["host_id"]
+    host_id = _host_id(request)
     current = await _current_host_or_404(services, host_id)
     try:
         result = await services.kube.delete_host(host_id)
@@ -365,7 +405,7 @@ async def list_gpus(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     await services.guard.require(request, auth.Access.READ_LIST)
     _ready(services)
-    host_id = request.match_info["host_id"]
+    host_id = _host_id(request)
     _host_or_404(services, host_id)
     gpus = sorted(services.gpus.by("host", host_id), key=lambda obj: (obj.get("spec") or {}).get("index", 0))
     return envelope({"items": [translate.gpu_item(obj) for obj in gpus]})
@@ -373,10 +413,10 @@ async def list_gpus(request: web.Request) -> web.Response:
 
 async def heartbeat(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    host_id = request.match_info["host_id"]
     # A deleted host's agent learns that its host is gone (404) even once its token was revoked
     # with it; the check needs a token, but no valid one, so host ids are all it can reveal.
     auth.bearer_token(request)
+    host_id = _host_id(request)
     if services.synced() and services.hosts.get(host_id) is None:
         raise errors.FacadeError(errors.HOST_NOT_FOUND, host_id)
     await services.guard.require_agent(request, host_id)

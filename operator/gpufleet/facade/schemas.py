@@ -9,6 +9,7 @@ speed, and the tests check those dicts against these models through the served O
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Annotated, Self
 
 import pydantic
@@ -25,6 +26,17 @@ LABEL_VALUE_PATTERN = rf"^({LABEL_NAME_PATTERN})?$"
 
 #: Labels under this prefix belong to gpufleet (the operator's mirrors): callers neither see nor set them.
 SYSTEM_LABEL_PREFIX = f"{meta.GROUP}/"
+#: Most user labels a host may carry (Kubernetes itself allows far more, but they all travel in each
+#: Host, watch event and list answer).
+MAX_LABELS = 64
+
+#: What no name or text field may contain: C0 and C1 control characters (NUL, ESC, DEL, ...), line and
+#: paragraph separators, bidirectional overrides and isolates (they make text display as something
+#: else), the byte-order mark, and lone surrogates (not encodable as UTF-8).
+FORBIDDEN_CHARACTERS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff"
+_FORBIDDEN = re.compile(rf"[{FORBIDDEN_CHARACTERS}\ud800-\udfff]")
+#: The same, as the JSON schema `pattern` of such fields (for the OpenAPI document and its fuzzing).
+TEXT_PATTERN = f"^[^{FORBIDDEN_CHARACTERS}]*$"
 
 
 def _check_label_key(key: str) -> str:
@@ -36,6 +48,16 @@ def _check_label_key(key: str) -> str:
     return key
 
 
+def _check_text(value: str) -> str:
+    found = _FORBIDDEN.search(value)
+    if found is not None:
+        raise ValueError(
+            "must not contain control or bidirectional formatting characters "
+            f"(U+{ord(found.group()):04X} at position {found.start()})"
+        )
+    return value
+
+
 def _check_ip(value: str) -> str:
     try:
         return str(ipaddress.ip_address(value))
@@ -45,15 +67,16 @@ def _check_ip(value: str) -> str:
 
 Count = Annotated[int, pydantic.Field(ge=0, le=INT64_MAX)]
 Amount = Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)]
-Text = Annotated[str, pydantic.StringConstraints(max_length=253)]
-Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=253)]
+_PLAIN_TEXT = (pydantic.AfterValidator(_check_text), pydantic.Field(json_schema_extra={"pattern": TEXT_PATTERN}))
+Text = Annotated[str, pydantic.StringConstraints(max_length=253), *_PLAIN_TEXT]
+Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=253), *_PLAIN_TEXT]
 LabelKey = Annotated[
     str,
     pydantic.StringConstraints(max_length=317, pattern=LABEL_KEY_PATTERN),
     pydantic.AfterValidator(_check_label_key),
 ]
 LabelValue = Annotated[str, pydantic.StringConstraints(max_length=63, pattern=LABEL_VALUE_PATTERN)]
-Labels = dict[LabelKey, LabelValue]
+Labels = Annotated[dict[LabelKey, LabelValue], pydantic.Field(max_length=MAX_LABELS)]
 Timestamp = Annotated[str, pydantic.Field(examples=["2026-01-26T10:00:00Z"], description="RFC 3339, UTC")]
 
 
