@@ -2,7 +2,7 @@
 
 kmock 0.8 records every request and matches each new one against all recorded ones,
 guesses patch types from body shapes and lacks resourceVersions, conflicts, selectors
-and garbage collection (see ``/work/shared/notes/kubernetes-emulator.md``). This
+and garbage collection (measured when this emulator was written). This
 subclass keeps kmock's resource registry (``emulator.resources``, kept in sync with the
 served resources) but answers every HTTP request itself, with a cost per request that
 does not grow with the number of requests served.
