@@ -120,6 +120,10 @@ class Settings(pydantic_settings.BaseSettings):
             raise ValueError("GPUFLEET_PAGE_SIZE_DEFAULT must not exceed GPUFLEET_PAGE_SIZE_MAX")
         return self
 
+    def write_timeout_seconds(self) -> float:
+        """Longest an operator write may take: it must land before a standby may take the Lease over."""
+        return min(self.api_timeout_seconds, self.lease_duration_seconds - self.renew_deadline_seconds)
+
     def flapping_warning(self) -> str | None:
         """A warning when the grace period is too short for the heartbeat interval, else None."""
         if self.grace_period_seconds < 4 * self.heartbeat_interval_seconds:

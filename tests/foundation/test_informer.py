@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -29,16 +28,6 @@ async def eventually(check: Callable[[], bool | Awaitable[bool]], within: float 
             return
         assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
         await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-async def namespace(async_api_client: client.ApiClient) -> AsyncIterator[str]:
-    name = f"inf-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(async_api_client)
-    await core.create_namespace({"metadata": {"name": name}})
-    yield name
-    with contextlib.suppress(client.ApiException):
-        await core.delete_namespace(name)
 
 
 class Recorder:

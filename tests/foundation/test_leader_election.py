@@ -24,16 +24,6 @@ LEASE, RENEW, RETRY = 2.0, 1.2, 0.25
 
 
 @pytest.fixture
-async def namespace(async_api_client: client.ApiClient) -> AsyncIterator[str]:
-    name = f"le-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(async_api_client)
-    await core.create_namespace({"metadata": {"name": name}})
-    yield name
-    with contextlib.suppress(client.ApiException):
-        await core.delete_namespace(name)
-
-
-@pytest.fixture
 async def black_hole() -> AsyncIterator[str]:
     """A URL whose server accepts connections and never answers."""
     held: list[asyncio.StreamWriter] = []

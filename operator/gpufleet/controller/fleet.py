@@ -87,10 +87,6 @@ class Fleet:
         self.secrets = informer.Store(transform=secret_view)
         self.leading = not config.leader_election
         self._fence = fence
-        #: One write must end before a standby could take the Lease over (see `leaderelection`).
-        self.write_timeout = min(
-            config.api_timeout_seconds, config.lease_duration_seconds - config.renew_deadline_seconds
-        )
         self.written: dict[str, dict[str, dict[str, Any]]] = {}
         """Operator-owned status fields and labels written but not yet seen back in a watch event."""
         self.tokens_known: set[str] = set()

@@ -116,8 +116,7 @@ async def serve(
     tracker = liveness.Liveness(config.grace_period_seconds)
     elector: leaderelection.LeaderElector | None = None
     fence: Callable[[], bool] | None = None
-    write_timeout = min(config.api_timeout_seconds, config.lease_duration_seconds - config.renew_deadline_seconds)
-    async with await kube.api_client(kubeconfig, request_timeout=write_timeout) as api:
+    async with await kube.api_client(kubeconfig, request_timeout=config.write_timeout_seconds()) as api:
         if config.leader_election:
             lease = leaderelection.LeaseConfig(
                 namespace=config.namespace,
