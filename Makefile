@@ -9,9 +9,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# Installs the project with the test and lint tools; re-runs when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
+# Installs the project, the emulated API (emulator/) and the test and lint tools (the `dev`
+# dependency group); re-runs when either pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml emulator/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[agent]' -e ./emulator --group dev
 	touch $@
 
 ## run: the whole control plane on this machine (emulated Kubernetes API + operator + REST facade)

@@ -51,7 +51,7 @@ def emulator_command(port: int, kubeconfig: pathlib.Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "gpufleet.emulator",
+        "kube_emulator",
         "--port",
         str(port),
         "--kubeconfig",

@@ -25,9 +25,9 @@ import time
 import urllib.request
 
 from benchmarks import _support
-from gpufleet.emulator import EmulatedCluster, load_crds
 from gpufleet_agent import changes, fakenvml, gpustatus, health, nvml, sampling
 from gpufleet_agent.settings import AgentSettings
+from kube_emulator import EmulatedCluster, load_crds
 
 
 def writes_per_gpu_hour(load: fakenvml.Load, hours: float, gpus: int = 8) -> float:

@@ -2,7 +2,7 @@
 
 Usage: python -m benchmarks.bad_days [--scenario NAME]... [--grace 8] [--heartbeat 1] [--source TREE]
 
-Plays the scenarios of `gpufleet.emulator.baddays_scenarios` (the ones `tests/faults` asserts on)
+Plays the scenarios of `tests.support.baddays_scenarios` (the ones `tests/faults` asserts on)
 against an emulated API in this process: two `gpufleet operator` processes behind a TCP fault
 proxy, 8 simulated hosts heartbeating straight to the API. Per scenario it prints the hosts
 wrongly marked offline (live ones, or dead ones before they were due), how long dead hosts took
@@ -20,10 +20,11 @@ import pathlib
 import sys
 import tempfile
 
+from tests.support.baddays import DETECTION_SLACK, Report, Timings
+from tests.support.baddays_scenarios import SCENARIOS, play
+
 from benchmarks import _support
-from gpufleet.emulator import EmulatedCluster, load_crds
-from gpufleet.emulator.baddays import DETECTION_SLACK, Report, Timings
-from gpufleet.emulator.baddays_scenarios import SCENARIOS, play
+from kube_emulator import EmulatedCluster, load_crds
 
 
 def _seconds(value: float | None) -> str:

@@ -110,7 +110,7 @@ async def list_ms(session: aiohttp.ClientSession, count: int) -> tuple[float, fl
 
 async def main(objects: int, seconds: float, concurrency: int) -> None:
     port = _support.free_port()
-    with _support.process([sys.executable, "-m", "gpufleet.emulator", "--port", str(port)]):
+    with _support.process([sys.executable, "-m", "kube_emulator", "--port", str(port)]):
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", connector=connector) as session:
             await _support.wait_http(session, "/version")

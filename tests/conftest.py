@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gpufleet.emulator import EmulatedCluster, Emulator, write_kubeconfig
+from kube_emulator import EmulatedCluster, Emulator, write_kubeconfig
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 CRDS_DIR = REPO_ROOT / "crds"

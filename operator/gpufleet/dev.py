@@ -60,10 +60,21 @@ def _banner(
     )
 
 
+MISSING_EMULATOR = (
+    "gpufleet dev needs the emulated Kubernetes API, which product images do not ship. From a "
+    "checkout of gpufleet: `make run` (installs everything), or `pip install -e ./emulator`."
+)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from gpufleet.controller import main as controller
-    from gpufleet.emulator import EmulatedCluster
     from gpufleet.facade import main as facade
+
+    try:
+        from kube_emulator import EmulatedCluster
+    except ImportError:
+        print(MISSING_EMULATOR, file=sys.stderr)
+        return 2
 
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="gpufleet-dev-"))
     cluster = EmulatedCluster(host=args.host, port=args.api_port).start()

@@ -30,10 +30,10 @@ from typing import Any
 import pytest
 import yaml
 
-from chart import rendering
 from gpufleet.api import meta
 from gpufleet_agent import agent, kubeapi, nvml
 from gpufleet_agent.settings import AgentSettings
+from tests.chart import rendering
 
 RELEASE = "gpufleet-nr"
 NAMESPACE = "gpufleet-nr"

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from gpufleet.emulator import Emulator, RequestInfo
 from gpufleet_agent import binding, fakenvml, kubeapi
 from gpufleet_agent.settings import AgentSettings
+from kube_emulator import Emulator, RequestInfo
 
 from .conftest import FAST, Reader, RunAgent, eventually
 

@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gpufleet.emulator import Emulator
 from gpufleet_agent import fakenvml, watchdog
+from kube_emulator import Emulator
 
 from .conftest import Reader, RunAgent, eventually, metric, parse
 

@@ -13,7 +13,12 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-SOURCES = {"gpufleet": ROOT / "operator" / "gpufleet", "gpufleet_agent": ROOT / "agent-daemonset" / "gpufleet_agent"}
+SOURCES = {
+    "gpufleet": ROOT / "operator" / "gpufleet",
+    "gpufleet_agent": ROOT / "agent-daemonset" / "gpufleet_agent",
+    # A test tool that no image ships: only `gpufleet dev` may import it, and it imports no gpufleet.
+    "kube_emulator": ROOT / "emulator" / "kube_emulator",
+}
 
 #: What each part may import besides itself; the entry points (cli, dev, __main__) may import anything.
 FOUNDATION = {
@@ -35,7 +40,7 @@ ALLOWED = {
     "gpufleet.backoff": set(),
     "gpufleet.informer": {"gpufleet.backoff"},
     "gpufleet.leaderelection": {"gpufleet.backoff"},
-    "gpufleet.emulator": set(),
+    "kube_emulator": set(),
     "gpufleet.controller": FOUNDATION,
     "gpufleet.facade": FOUNDATION,
     "gpufleet_agent": {"gpufleet.api", "gpufleet.logs"},
@@ -44,8 +49,8 @@ ENTRY_POINTS = {"gpufleet.cli", "gpufleet.dev", "gpufleet.__main__", "gpufleet"}
 
 
 def _part(module: str) -> str:
-    if module.startswith("gpufleet_agent"):
-        return "gpufleet_agent"
+    if module.startswith(("gpufleet_agent", "kube_emulator")):
+        return module.split(".")[0]
     return ".".join(module.split(".")[:2])
 
 

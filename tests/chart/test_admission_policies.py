@@ -15,7 +15,7 @@ import helm_python as helm
 import pytest
 
 from gpufleet.api import host, meta
-from gpufleet.emulator import cel
+from kube_emulator import cel
 
 from . import rendering
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gpufleet.emulator import EmulatedCluster, RequestInfo
+from kube_emulator import EmulatedCluster, RequestInfo
 
 from . import processes, rendering
 

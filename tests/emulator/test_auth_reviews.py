@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gpufleet.emulator import Emulator
+from kube_emulator import Emulator
 
 from .helpers import Api
 

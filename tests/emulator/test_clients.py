@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gpufleet.emulator import EmulatedCluster, emulated_api
+from kube_emulator import EmulatedCluster, emulated_api
 
 from .helpers import GROUP, WIDGET_CRD, Api, widget
 

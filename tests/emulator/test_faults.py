@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gpufleet.emulator import EmulatedCluster, Emulator, RequestInfo
+from kube_emulator import EmulatedCluster, Emulator, RequestInfo
 
 from .helpers import Api, widget
 

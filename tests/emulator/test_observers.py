@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gpufleet.emulator import Emulator, RequestRecord
+from kube_emulator import Emulator, RequestRecord
 
 from .helpers import widget
 

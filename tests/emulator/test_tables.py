@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from gpufleet.emulator import tables
+from kube_emulator import tables
 
 from .helpers import GADGETS, Api, widget
 

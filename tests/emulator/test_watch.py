@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gpufleet.emulator import Emulator
+from kube_emulator import Emulator
 
 from .helpers import Api, widget
 
@@ -86,7 +86,7 @@ def test_compacted_version_is_expired(api: Api, widgets: str, emulator: Emulator
 
 @pytest.mark.emulator
 def test_bookmarks(api: Api, widgets: str, emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gpufleet.emulator import watching
+    from kube_emulator import watching
 
     monkeypatch.setattr(watching, "BOOKMARK_INTERVAL", 0.2)
     rv = api.ok("GET", widgets)["metadata"]["resourceVersion"]

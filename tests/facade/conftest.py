@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from aiohttp import test_utils
 
-from gpufleet.emulator import Emulator
 from gpufleet.facade import app as facade_app
 from gpufleet.facade import main
 from gpufleet.settings import AuthMode, Settings
+from kube_emulator import Emulator
 
 from .helpers import ADMIN_TOKEN, HOSTS_PATH, VIEWER_TOKEN, Facade, K8s
 

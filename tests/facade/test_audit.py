@@ -20,8 +20,8 @@ import pytest
 from aiohttp import test_utils, web
 
 from gpufleet import logs
-from gpufleet.emulator import write_kubeconfig
 from gpufleet.settings import Settings
+from kube_emulator import write_kubeconfig
 
 from .conftest import StartFacade, TokenReviews
 from .helpers import ADMIN_TOKEN, REGISTRATION, VIEWER_TOKEN, Facade, unique_ip

@@ -14,8 +14,8 @@ import pathlib
 
 import pytest
 
-from gpufleet.emulator import Emulator
 from gpufleet.settings import Settings
+from kube_emulator import Emulator
 
 from .conftest import API_SERVER_AUDIENCE, StartFacade, TokenReviews
 from .helpers import ADMIN_TOKEN, REGISTRATION, VIEWER_TOKEN, Facade, eventually, unique_ip

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gpufleet.emulator import Emulator, RequestInfo
 from gpufleet.facade import errors, translate
+from kube_emulator import Emulator, RequestInfo
 
 from .helpers import HOSTS_PATH, REGISTRATION, VIEWER_TOKEN, Facade, K8s, unique_ip
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from gpufleet.api import meta
-from gpufleet.emulator import Emulator, RequestInfo
-from gpufleet.emulator.resources import BUILTINS
 from gpufleet.facade import claims, errors, routes
+from kube_emulator import Emulator, RequestInfo
+from kube_emulator.resources import BUILTINS
 
 from .helpers import HOSTS_PATH, REGISTRATION, Facade, K8s, configmap_path, eventually, hosts_with_ip, unique_ip
 

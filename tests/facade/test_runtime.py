@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gpufleet.emulator import Emulator
 from gpufleet.facade import main, openapi, routes, schemas
 from gpufleet.settings import Settings
+from kube_emulator import Emulator
 
 from .conftest import StartFacade
 from .helpers import HOSTS_PATH, VIEWER_TOKEN, Facade, K8s, eventually, unique_ip, unique_name

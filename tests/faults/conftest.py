@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from gpufleet.emulator import Emulator
-from gpufleet.emulator.baddays import Report, Rig
-from gpufleet.emulator.baddays_scenarios import play as play_scenario
+from kube_emulator import Emulator
+from tests.support.baddays import Report, Rig
+from tests.support.baddays_scenarios import play as play_scenario
 
 RIGS = pytest.StashKey[list[Rig]]()
 Play = Callable[[str], Awaitable[Report]]

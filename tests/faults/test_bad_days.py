@@ -1,6 +1,6 @@
 """The operator survives the cluster's bad days, judged from outside.
 
-Each test plays one scenario of `gpufleet.emulator.baddays_scenarios` against real `gpufleet operator`
+Each test plays one scenario of `tests.support.baddays_scenarios` against real `gpufleet operator`
 processes behind a TCP fault proxy, with a simulated fleet heartbeating straight to the API (grace
 8 s, heartbeat 1 s, 8 hosts, two replicas with leader election). The verdict, whatever the fault:
 

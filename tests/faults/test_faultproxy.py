@@ -11,7 +11,7 @@ import aiohttp
 import aiohttp.web
 import pytest
 
-from gpufleet.emulator.faultproxy import FaultProxy, match_request
+from kube_emulator.faultproxy import FaultProxy, match_request
 
 
 class Upstream:

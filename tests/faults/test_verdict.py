@@ -7,8 +7,9 @@ from typing import Any
 
 from gpufleet import tokens
 from gpufleet.api import gpu, host, meta
-from gpufleet.emulator import RequestRecord, baddays
-from gpufleet.emulator.baddays import Fleet, Monitor, Rig, SimHost, Timings, Writers
+from kube_emulator import RequestRecord
+from tests.support import baddays
+from tests.support.baddays import Fleet, Monitor, Rig, SimHost, Timings, Writers
 
 
 def test_the_spelled_out_api_names_are_gpufleets() -> None:

@@ -1,11 +1,9 @@
-"""The emulated API server: a :class:`kmock.KubernetesEmulator` with real semantics.
+"""The emulated API server: one object that answers Kubernetes API requests from memory.
 
-kmock 0.8 records every request and matches each new one against all recorded ones,
-guesses patch types from body shapes and lacks resourceVersions, conflicts, selectors
-and garbage collection (measured when this emulator was written). This
-subclass keeps kmock's resource registry (``emulator.resources``, kept in sync with the
-served resources) but answers every HTTP request itself, with a cost per request that
-does not grow with the number of requests served.
+It began as a subclass of kmock's ``KubernetesEmulator``; kmock 0.8 records every request and
+matches each new one against all recorded ones, guesses patch types from body shapes and lacks
+resourceVersions, conflicts, selectors and garbage collection, so every part of it ended up
+overridden and the base class was dropped. Each request costs the same however many came before.
 """
 
 from __future__ import annotations
@@ -19,8 +17,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp.web
-import attrs
-import kmock
 
 from . import (
     admission,
@@ -52,24 +48,21 @@ def _json(body: Any, status: int = 200) -> aiohttp.web.Response:
     return aiohttp.web.Response(body=json.dumps(body).encode(), status=status, content_type="application/json")
 
 
-@attrs.define(kw_only=True, eq=False, repr=False)
-class Emulator(kmock.KubernetesEmulator):
-    """Serves the Kubernetes API from memory; fault hooks and auth tables for tests."""
+class Emulator:
+    """Serves the Kubernetes API from memory; fault hooks and auth tables for tests.
 
-    history: int = 10_000
-    store: Store = attrs.field(init=False)
-    access: AccessTable = attrs.field(factory=AccessTable, init=False)
-    faults: Faults = attrs.field(factory=Faults, init=False)
-    observers: list[RequestObserver] = attrs.field(factory=list, init=False)
-    """Called on the serving loop with a :class:`RequestRecord` of every answered request."""
-    _defs: dict[tuple[str, str, str], ResourceDef] = attrs.field(factory=dict, init=False)
-    _life: Lifecycle = attrs.field(init=False)
-    _admission: admission.Admission = attrs.field(init=False)
-    _loop: asyncio.AbstractEventLoop | None = attrs.field(default=None, init=False)
+    ``history`` is how many past versions watches can resume from before answering 410.
+    """
 
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        self.store = Store(self.history)
+    def __init__(self, *, history: int = 10_000) -> None:
+        self.history = history
+        self.store = Store(history)
+        self.access = AccessTable()
+        self.faults = Faults()
+        self.observers: list[RequestObserver] = []
+        """Called on the serving loop with a :class:`RequestRecord` of every answered request."""
+        self._defs: dict[tuple[str, str, str], ResourceDef] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._life = Lifecycle(self.store, self._register_crd, self._unregister_crd)
         self._admission = admission.Admission(self.store)  # CEL: CRD rules, ValidatingAdmissionPolicies
         self.faults.on_outage = self.drop_watches
@@ -145,26 +138,12 @@ class Emulator(kmock.KubernetesEmulator):
         coll = self.store.collections.get((group, plural))
         return coll.objects.get((namespace or "", name)) if coll is not None else None
 
-    @property
-    def objects(self) -> Any:
-        """kmock's object array stays empty here: objects live in ``store`` (see :meth:`find`)."""
-        raise AttributeError("the emulator keeps objects in `emulator.store`; use `emulator.find()`")
-
     # ----- registration -----------------------------------------------------------------------------
 
     def _register(self, resource: ResourceDef) -> None:
         self._defs[(resource.group, resource.version, resource.plural)] = resource
         coll = self.store.collection(resource)
         coll.resource = resource if resource.version == coll.resource.version else coll.resource
-        self.resources[f"{resource.group}/{resource.version}/{resource.plural}"] = kmock.ResourceInfo(
-            namespaced=resource.namespaced,
-            kind=resource.kind,
-            singular=resource.singular,
-            verbs=set(resource.verbs),
-            shortnames=set(resource.shortnames),
-            categories=set(resource.categories),
-            subresources={"status"} if resource.status_subresource else set(),
-        )
 
     def _register_crd(self, crd: JsonObj) -> None:
         for resource in from_crd(crd):
@@ -173,7 +152,6 @@ class Emulator(kmock.KubernetesEmulator):
     def _unregister_crd(self, crd: JsonObj) -> None:
         for resource in from_crd(crd):
             self._defs.pop((resource.group, resource.version, resource.plural), None)
-            del self.resources[f"{resource.group}/{resource.version}/{resource.plural}"]
         spec = crd.get("spec", {})
         coll = self.store.collections.pop((spec.get("group", ""), spec.get("names", {}).get("plural", "")), None)
         if coll is not None:
@@ -184,7 +162,7 @@ class Emulator(kmock.KubernetesEmulator):
     # ----- HTTP entry point -------------------------------------------------------------------------
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        """Answer one request; bypasses kmock's request recording and reaction matching."""
+        """Answer one request (the aiohttp handler of every path)."""
         if not self.observers:
             return await self._answer(raw_request)
         status = 499  # nginx's "client closed request": the handler was cancelled before answering

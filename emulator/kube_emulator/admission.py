@@ -20,7 +20,7 @@ observe over HTTP:
   '<binding>' denied request: <message>``; only bindings with the ``Deny`` action deny;
 - policies, bindings and CRDs whose expressions do not compile are refused on write (422).
 
-The requesting user comes from the bearer token (:class:`~gpufleet.emulator.auth.AccessTable`,
+The requesting user comes from the bearer token (:class:`~kube_emulator.auth.AccessTable`,
 ``Emulator.add_user`` and ``Emulator.mint_token``); a request without a known token is the
 emulator's administrator, ``system:masters``. Policies never apply to the policy resources
 themselves, as on a cluster.

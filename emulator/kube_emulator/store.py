@@ -1,7 +1,6 @@
 """The object store: objects per resource, the global resourceVersion and the event log.
 
-kmock keeps every version of every object and finds objects by scanning; here each
-resource has a dict keyed by (namespace, name), so a GET is a dict lookup and a write
+Each resource has a dict keyed by (namespace, name), so a GET is a dict lookup and a write
 costs the same after a million requests as after ten. Stored objects are never mutated
 in place (every write stores a new dict), so events and responses can share them.
 """

@@ -1,10 +1,10 @@
 """Bad days for the operator, judged black-box: replicas behind fault proxies, a fleet, a referee.
 
-A :class:`Rig` runs, against an emulated API (an :class:`~gpufleet.emulator.Emulator` serving
+A :class:`Rig` runs, against an emulated API (an :class:`~kube_emulator.Emulator` serving
 in this process, so that its fault hooks and request observers are at hand):
 
 - N ``gpufleet operator`` replicas as real processes, configured only by ``GPUFLEET_*`` variables,
-  each reaching the API through a :class:`~gpufleet.emulator.faultproxy.FaultProxy` (one shared by
+  each reaching the API through a :class:`~kube_emulator.faultproxy.FaultProxy` (one shared by
   all, or one each) with a bearer token of its own, so the emulator can tell who wrote what;
 - a simulated **fleet**: Hosts (some with GPU objects) whose agents heartbeat every few seconds
   straight to the API, never through the operators' proxy, until a host is killed;
@@ -15,7 +15,7 @@ in this process, so that its fault hooks and request observers are at hand):
 :meth:`Rig.report` turns the record into a verdict: live hosts written offline, dead hosts not
 offline in time (grace + 15 s after death, or after a blind window in which the operators could not
 see the fleet), two replicas writing Host status at once, and the take-over time. Scenarios (see
-:mod:`gpufleet.emulator.baddays_scenarios`) drive a rig and add findings of their own.
+:mod:`tests.support.baddays_scenarios`) drive a rig and add findings of their own.
 
 All times are ``time.monotonic()`` of this process (the emulator's observer uses the same clock).
 The emulator layer imports nothing above it, so the gpufleet API names are spelled out here.
@@ -44,10 +44,10 @@ from typing import Any
 
 import aiohttp
 
-from .cluster import write_kubeconfig
-from .emulator import Emulator
-from .faultproxy import FaultProxy
-from .faults import RequestRecord
+from kube_emulator.cluster import write_kubeconfig
+from kube_emulator.emulator import Emulator
+from kube_emulator.faultproxy import FaultProxy
+from kube_emulator.faults import RequestRecord
 
 JsonObj = dict[str, Any]
 
@@ -55,7 +55,7 @@ API_VERSION = "gpufleet.io/v1alpha1"
 HOSTS = f"/apis/{API_VERSION}/hosts"
 GPUS = f"/apis/{API_VERSION}/gpus"
 HOST_LABEL = "gpufleet.io/host"
-TOKEN_SECRET_PREFIX = "gpufleet-agent-token-"  # noqa: S105 - a name prefix (gpufleet.tokens.secret_name)
+TOKEN_SECRET_PREFIX = "gpufleet-agent-token-"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 #: A dead host must be offline within grace + this (a leader take-over included).
 DETECTION_SLACK = 15.0
@@ -112,7 +112,7 @@ class Replica:
 
     def start(self, command: list[str]) -> None:
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     @property
     def pid(self) -> int | None:

@@ -1,10 +1,11 @@
-"""An emulated Kubernetes API server for tests, benchmarks and ``gpufleet dev``.
+"""An emulated Kubernetes API server for testing operators, controllers and their tools.
 
-Built on kmock's ``KubernetesEmulator`` and extended where kmock 0.8 is shallower than
-a real API server (resourceVersions, conflicts, status subresource, patch types,
-selectors, resumable watches, finalizers, garbage collection, CRD schemas, auth reviews),
-plus fault-injection hooks. It serves real HTTP on loopback, so every client (kubectl,
-Kopf, kubernetes, kubernetes_asyncio, aiohttp) talks to it through a kubeconfig::
+It answers from memory with kube-apiserver's semantics where clients depend on them
+(resourceVersions, conflicts, the status subresource, patch types, selectors, resumable
+watches with bookmarks, finalizers, garbage collection, CRD schemas and CEL rules,
+ValidatingAdmissionPolicies, auth reviews, Table output), plus fault-injection hooks. It
+serves real HTTP on loopback, so every client (kubectl, Kopf, kubernetes, kubernetes_asyncio,
+aiohttp) talks to it through a kubeconfig::
 
     with EmulatedCluster() as cluster:            # a background thread with its own loop
         cluster.write_kubeconfig("kubeconfig")
@@ -16,7 +17,7 @@ Kopf, kubernetes, kubernetes_asyncio, aiohttp) talks to it through a kubeconfig:
     async with emulated_api(kubeconfig="kubeconfig") as cluster:   # on the running loop
         ...   # only asynchronous clients here: a blocking client would block the server
 
-    serve("127.0.0.1", 6443, "kubeconfig")        # foreground; also python -m gpufleet.emulator
+    serve("127.0.0.1", 6443, "kubeconfig")        # foreground; also python -m kube_emulator
 """
 
 from .cluster import EmulatedCluster, emulated_api, load_crds, serve, write_kubeconfig

@@ -1,8 +1,8 @@
 """Patch algorithms chosen by Content-Type, as the apiserver chooses them.
 
-kmock guesses the patch type from the body's shape; real clients rely on the
-Content-Type (Kopf sends JSON patches with a ``test`` on resourceVersion to add its
-finalizer), so each type is implemented here per its RFC.
+Real clients rely on the Content-Type, never on the body's shape (Kopf sends JSON patches
+with a ``test`` on resourceVersion to add its finalizer), so each type is implemented here
+per its RFC.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m gpufleet.emulator``: serve the emulated API in the foreground."""
+"""``kube-emulator`` (or ``python -m kube_emulator``): serve the emulated API in the foreground."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """URL parsing: which endpoint a path addresses.
 
-kmock 0.8 parses ``/api/v1/namespaces`` as a namespaced path and fails on it; this
-parser knows the real layout: ``/api/v1/[namespaces/<ns>/]<plural>[/<name>[/<sub>]]``
-and the same under ``/apis/<group>/<version>``, with ``namespaces/<name>/status``.
+The real layout, including the cluster-scoped namespaces themselves:
+``/api/v1/[namespaces/<ns>/]<plural>[/<name>[/<sub>]]`` and the same under
+``/apis/<group>/<version>``, with ``namespaces/<name>/status``.
 """
 
 from __future__ import annotations

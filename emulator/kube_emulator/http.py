@@ -1,8 +1,7 @@
 """The loopback HTTP listener that feeds requests to the emulator.
 
-kmock's own ``Server`` also installs a DNS interceptor into aiohttp and opens a client
-session; a process that runs the operator next to the emulator must not have its HTTP
-clients intercepted, so this listener is a plain aiohttp low-level server.
+A plain aiohttp low-level server: no routing table, no middleware, nothing installed into
+the process, so the operator can run beside it in one process with its HTTP clients untouched.
 """
 
 from __future__ import annotations

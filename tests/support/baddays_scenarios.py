@@ -1,4 +1,4 @@
-"""The bad days: each scenario drives a :class:`~gpufleet.emulator.baddays.Rig` and leaves a verdict.
+"""The bad days: each scenario drives a :class:`~tests.support.baddays.Rig` and leaves a verdict.
 
 ``tests/faults`` asserts that a scenario's report has no problems; ``benchmarks/bad_days.py``
 prints the same reports as a table. Every scenario runs 8 hosts (two with GPU objects) heartbeating
@@ -29,10 +29,10 @@ import signal
 import subprocess
 from collections.abc import Awaitable, Callable
 
-from .baddays import HOSTS, TOKEN_SECRET_PREFIX, Report, Rig, Timings
-from .cluster import write_kubeconfig
-from .emulator import Emulator
-from .faultproxy import match_request
+from kube_emulator.cluster import write_kubeconfig
+from kube_emulator.emulator import Emulator
+from kube_emulator.faultproxy import match_request
+from tests.support.baddays import HOSTS, TOKEN_SECRET_PREFIX, Report, Rig, Timings
 
 HOST_COUNT = 8
 GPU_LAYOUT = {0: 3, 1: 2}
