@@ -11,22 +11,15 @@ import asyncio
 import contextlib
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import aiohttp
+from tests.support.ports import free_port as free_port  # re-exported for every benchmark
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import socket
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from kube_emulator import EmulatedCluster, Emulator, write_kubeconfig
+from tests.support.ports import free_port
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 CRDS_DIR = REPO_ROOT / "crds"
@@ -43,20 +43,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def pytest_configure(config: pytest.Config) -> None:
     real = config.getoption("--kubeconfig") or os.environ.get("GPUFLEET_TEST_KUBECONFIG")
     if real:
         kubeconfig = pathlib.Path(real).expanduser().resolve()
         _STATE.update(real=True, kubeconfig=kubeconfig)
     else:
-        port = _free_port()
+        port = free_port()
         folder = pathlib.Path(tempfile.mkdtemp(prefix="gpufleet-emulator-"))
         kubeconfig = write_kubeconfig(folder / "kubeconfig", f"http://127.0.0.1:{port}")
         _STATE.update(real=False, kubeconfig=kubeconfig, port=port)

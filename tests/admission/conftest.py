@@ -19,12 +19,11 @@ import asyncio
 import contextlib
 import copy
 import hashlib
-import inspect
 import json
 import pathlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -34,6 +33,7 @@ from gpufleet.api import meta
 from gpufleet_agent import agent, kubeapi, nvml
 from gpufleet_agent.settings import AgentSettings
 from tests.chart import rendering
+from tests.support.waiting import eventually as eventually  # re-exported: the admission tests import it from here
 
 RELEASE = "gpufleet-nr"
 NAMESPACE = "gpufleet-nr"
@@ -351,22 +351,3 @@ def run_agent(identities: Identities) -> RunAgent:
             await asyncio.wait_for(task, timeout=5)
 
     return start
-
-
-async def eventually(check: Callable[[], Awaitable[Any] | Any], within: float = 15.0) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + within
-    result: Any = None
-    while True:
-        try:
-            result = check()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return result
-        except AssertionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within}s; last value: {result!r}")
-        await asyncio.sleep(0.05)

@@ -93,8 +93,8 @@ async def test_the_agent_registers_its_node_and_reports_its_gpus(
     fleet.track("host", node_a)
     token = identities.node_token(node_a)
     async with run_agent(fakenvml.scenario("one", 2), token=token, node_name=node_a) as running:
-        gpus = await eventually(lambda: _reported(fleet.admin, node_a, 2))
-        await eventually(lambda: _heartbeat_of(fleet.admin, node_a))
+        gpus = await eventually(lambda: _reported(fleet.admin, node_a, 2), within=15.0)
+        await eventually(lambda: _heartbeat_of(fleet.admin, node_a), within=15.0)
         assert api_errors(running) == 0
     registered = await fleet.admin.get(f"{kubeapi.HOSTS}/{node_a}")
     assert registered["spec"]["nodeName"] == node_a
@@ -110,8 +110,8 @@ async def test_the_agent_reports_for_a_host_that_names_its_node(
     await fleet.host(host_name, node_name=node_a)
     token = identities.node_token(node_a)
     async with run_agent(fakenvml.scenario("one"), token=token, node_name=node_a, register_node=False) as running:
-        gpus = await eventually(lambda: _reported(fleet.admin, host_name, 1))
-        await eventually(lambda: _heartbeat_of(fleet.admin, host_name))
+        gpus = await eventually(lambda: _reported(fleet.admin, host_name, 1), within=15.0)
+        await eventually(lambda: _heartbeat_of(fleet.admin, host_name), within=15.0)
         assert api_errors(running) == 0
     assert gpus[f"{host_name}-gpu0"]["metadata"]["labels"][meta.NODE_LABEL] == node_a
 
@@ -123,7 +123,7 @@ async def test_a_gpu_from_before_the_node_label_is_adopted_by_its_own_agent(
     await fleet.gpu(node_a, 0, {})  # as an agent before this change created it: no gpufleet.io/node
     token = identities.node_token(node_a)
     async with run_agent(fakenvml.scenario("one"), token=token, node_name=node_a, register_node=False) as running:
-        gpus = await eventually(lambda: _reported(fleet.admin, node_a, 1))
+        gpus = await eventually(lambda: _reported(fleet.admin, node_a, 1), within=15.0)
         assert api_errors(running) == 0
     assert gpus[f"{node_a}-gpu0"]["metadata"]["labels"][meta.NODE_LABEL] == node_a
     # an unlabelled GPU of another node's Host is not adopted
@@ -144,7 +144,7 @@ async def test_an_agent_with_node_a_token_is_refused_on_node_b(
     await fleet.host(node_b, node_name=node_b)
     token = identities.node_token(node_a)
     async with run_agent(fakenvml.scenario("one", 2), token=token, node_name=node_b, register_node=False) as running:
-        await eventually(lambda: api_errors(running) >= 4)
+        await eventually(lambda: api_errors(running) >= 4, within=15.0)
         assert running.host is not None  # bound: reading is allowed
     assert await _heartbeat_of(fleet.admin, node_b) is None
     assert await fleet.admin.list(kubeapi.GPUS, label_selector=f"{meta.HOST_LABEL}={node_b}") == []
@@ -156,7 +156,7 @@ async def test_registration_is_of_the_own_node_only(
     fleet.track("host", node_b)
     token = identities.node_token(node_a)
     async with run_agent(fakenvml.scenario("one"), token=token, node_name=node_b) as running:
-        await eventually(lambda: api_errors(running) >= 2)
+        await eventually(lambda: api_errors(running) >= 2, within=15.0)
     with pytest.raises(kubeapi.ApiError) as missing:
         await fleet.admin.get(f"{kubeapi.HOSTS}/{node_b}")
     assert missing.value.not_found

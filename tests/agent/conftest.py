@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import inspect
 import pathlib
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from kubernetes_asyncio import client
 from gpufleet.api import meta
 from gpufleet_agent import agent, nvml, podresources
 from gpufleet_agent.settings import AgentSettings
+from tests.support.waiting import eventually as eventually  # re-exported: the agent tests import it from here
 
 from .kubelet import Kubelet
 
@@ -79,25 +79,6 @@ class Reader:
         for gpu_name in await self.gpus(name):
             with contextlib.suppress(client.ApiException):
                 await self.api.delete_cluster_custom_object(meta.GROUP, meta.VERSION, "gpus", gpu_name)
-
-
-async def eventually(check: Callable[[], Awaitable[Any] | Any], within: float = 10.0) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy without raising AssertionError."""
-    deadline = asyncio.get_running_loop().time() + within
-    result: Any = None
-    while True:
-        try:
-            result = check()
-            if inspect.isawaitable(result):
-                result = await result
-            if result:
-                return result
-        except AssertionError:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {within}s; last value: {result!r}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

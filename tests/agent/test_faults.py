@@ -18,6 +18,7 @@ import pytest
 
 from gpufleet_agent import fakenvml, watchdog
 from kube_emulator import Emulator
+from tests.support.ports import free_port
 
 from .conftest import Reader, RunAgent, eventually, metric, parse
 
@@ -87,17 +88,10 @@ async def test_a_gpu_resource_deleted_behind_the_agents_back_comes_back(
         await eventually(lambda: _temperature_at_least(reader, node_name, 30))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_the_agent_command_serves_metrics_and_stops_within_a_second_of_sigterm(
     kube: Any, reader: Reader, node_name: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(kube.kubeconfig),
@@ -219,7 +213,7 @@ HUNG_DRIVER = {"nvml_call_timeout_seconds": 0.2, "unready_after_hung_samples": 3
 async def test_a_hung_driver_turns_gpu_health_unknown_fails_readiness_and_recovers(
     run_agent: RunAgent, reader: Reader, node_name: str, hangable: fakenvml.FakeNVML
 ) -> None:
-    port = _free_port()
+    port = free_port()
     async with run_agent(hangable, metrics_port=port, **HUNG_DRIVER) as node_agent:
         await eventually(lambda: _gpus_in(reader, node_name, "free", "True"))
         assert await _http(port, "/readyz") == (200, "ok")
@@ -264,7 +258,7 @@ async def test_a_driver_hung_at_start_is_reported_unknown_until_it_answers(
     run_agent: RunAgent, reader: Reader, node_name: str, hangable: fakenvml.FakeNVML
 ) -> None:
     hangable.hang("nvmlInit")
-    port = _free_port()
+    port = free_port()
     async with run_agent(hangable, metrics_port=port, **HUNG_DRIVER) as node_agent:
         await eventually(lambda: _host_health(reader, node_name, "unknown"))  # it heartbeats all the same
         await eventually(lambda: node_agent.hung_samples >= 3)

@@ -15,7 +15,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+from tests.support.ports import free_port
 
 from ._client import Api, wait_for
 
@@ -45,12 +46,6 @@ class Dev:
     grace: float
     log: pathlib.Path
     api: Api
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _command() -> list[str]:
@@ -87,7 +82,7 @@ def clean_env() -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     # `gpufleet dev` has no flag for the operator's metrics port (default 9090, a fixed port):
     # give every instance a free one so that two can run side by side
-    env["GPUFLEET_METRICS_PORT"] = str(_free_port())
+    env["GPUFLEET_METRICS_PORT"] = str(free_port())
     return env
 
 
@@ -96,9 +91,9 @@ def dev() -> Iterator[Dev]:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="gpufleet-conformance-"))
     kubeconfig = workdir / "kubeconfig"
     log = workdir / "gpufleet-dev.log"
-    port, api_port = _free_port(), _free_port()
+    port, api_port = free_port(), free_port()
     while api_port == port:
-        api_port = _free_port()
+        api_port = free_port()
     cmd = dev_command(port, api_port, kubeconfig)
     env = clean_env()
     log_file = log.open("wb")

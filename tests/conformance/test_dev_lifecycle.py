@@ -9,11 +9,13 @@ import subprocess
 import tempfile
 import time
 
-from .conftest import READY_LINE, STOP_TIMEOUT, _free_port, clean_env, dev_command
+from tests.support.ports import free_port
+
+from .conftest import READY_LINE, STOP_TIMEOUT, clean_env, dev_command
 
 
 def _start(workdir: pathlib.Path) -> tuple[subprocess.Popen[bytes], int]:
-    port, api_port = _free_port(), _free_port()
+    port, api_port = free_port(), free_port()
     proc = subprocess.Popen(
         dev_command(port, api_port, workdir / "kubeconfig"),
         stdout=subprocess.PIPE,

@@ -13,7 +13,6 @@ import os
 import pathlib
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -21,6 +20,8 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+
+from tests.support.waiting import eventually_sync
 
 pytestmark = [
     pytest.mark.e2e,
@@ -63,17 +64,10 @@ def facade(method: str, path: str, *, token: str | None, body: Any = None) -> tu
 
 
 def eventually(check: Callable[[], T], *, timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-        except (AssertionError, subprocess.CalledProcessError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g}s: {what}")
-        time.sleep(1)
+    """This suite's polling: a real cluster moves in seconds, and kubectl failing means "not yet"."""
+    return eventually_sync(
+        check, within=timeout, interval=1.0, what=what, retrying=(AssertionError, subprocess.CalledProcessError)
+    )
 
 
 @pytest.fixture(scope="module")
