@@ -27,6 +27,7 @@ import aiohttp
 
 from benchmarks import _support
 from gpufleet import tokens
+from gpufleet.api import formats
 from gpufleet.facade import schemas, translate
 
 HOSTS = "/apis/gpufleet.io/v1alpha1/hosts"
@@ -50,7 +51,7 @@ async def populate(api: aiohttp.ClientSession, count: int, concurrency: int) -> 
             body = {
                 "apiVersion": "gpufleet.io/v1alpha1",
                 "kind": "Host",
-                "metadata": {"name": name},
+                "metadata": {"name": name, "annotations": {}},
                 "spec": {
                     "displayName": name,
                     "ipAddress": ip,
@@ -59,16 +60,12 @@ async def populate(api: aiohttp.ClientSession, count: int, concurrency: int) -> 
                     "totalMemory": 137438953472,
                 },
             }
+            token = tokens.generate() if index < AGENTS else None
+            if token is not None:  # what a REST registration leaves: the token's digest on the Host
+                body["metadata"]["annotations"] = {tokens.DIGEST_ANNOTATION: tokens.digest(token).hex()}
             async with api.post(HOSTS, json=body) as response:
                 assert response.status == 201, await response.text()
-                created = await response.json()
-            if index < AGENTS:
-                token = tokens.generate()
-                secret = tokens.secret_manifest(
-                    host_name=name, host_uid=created["metadata"]["uid"], namespace=NAMESPACE, token=token
-                )
-                async with api.post(f"/api/v1/namespaces/{NAMESPACE}/secrets", json=secret) as response:
-                    assert response.status == 201, await response.text()
+            if token is not None:
                 agents.append((name, token))
 
     await asyncio.gather(*(worker(i) for i in range(concurrency)))
@@ -170,7 +167,7 @@ async def measure(
 
     async def straight_to_api(index: int) -> None:
         name, _ = agents[index % len(agents)]
-        patch = translate.heartbeat_patch(heartbeat, translate.now())
+        patch = translate.heartbeat_patch(heartbeat, formats.rfc3339(formats.now()))
         async with api.patch(f"{HOSTS}/{name}/status", json=patch, headers=MERGE) as response:
             assert response.status == 200, await response.text()
 

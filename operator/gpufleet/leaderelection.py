@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import logging
 import math
 import time
@@ -29,6 +28,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import exceptions
 
 from gpufleet import backoff
+from gpufleet.api import formats
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +49,6 @@ class LeaseConfig:
     def __post_init__(self) -> None:
         if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
             raise ValueError("leader election needs 0 < retry period < renew deadline < lease duration")
-
-
-def micro_time(moment: datetime.datetime | None = None) -> str:
-    """A Kubernetes MicroTime: RFC 3339 in UTC with microseconds."""
-    moment = moment or datetime.datetime.now(datetime.UTC)
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class LeaderElector:
@@ -109,7 +103,12 @@ class LeaderElector:
                 lease = await self._get()
                 if lease is None or lease["spec"].get("holderIdentity") != self.config.identity:
                     return
-                spec = {**lease["spec"], "holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": micro_time()}
+                spec = {
+                    **lease["spec"],
+                    "holderIdentity": None,
+                    "leaseDurationSeconds": 1,
+                    "renewTime": formats.micro_time(),
+                }
                 await self._leases.replace_namespaced_lease(
                     self.config.name, self.config.namespace, {**lease, "spec": spec}
                 )
@@ -199,7 +198,7 @@ class LeaderElector:
     async def _acquire_or_renew(self) -> bool:
         config = self.config
         lease = await self._get()
-        now = micro_time()
+        now = formats.micro_time()
         if lease is None:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",

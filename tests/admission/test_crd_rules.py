@@ -1,7 +1,8 @@
 """The invariants the CRDs carry as CEL rules (`x-kubernetes-validations`), for everyone, administrators too.
 
-`spec.nodeName` of a Host may be set once and never changed or removed (the node agents' policies
-bind a Host to its node by it); a GPU keeps its `spec.hostName` and `spec.index` (its name says
+A Host is named in at most 63 characters (the label value of its GPUs); its `spec.nodeName` may be
+set once and never changed or removed (the node agents' policies bind a Host to its node by it);
+a GPU keeps its `spec.hostName` and `spec.index` (its name says
 both). Enforced by the API server from the generated CRDs, here by the emulator's CEL, on kind by
 kube-apiserver: the same tests.
 """
@@ -48,3 +49,12 @@ async def test_a_gpu_stays_the_same_slot_of_the_same_host(fleet: Fleet) -> None:
     await fleet.admin.merge_patch(path, {"spec": {"uuid": "GPU-replaced", "modelName": "NVIDIA H200"}})
     await invalid(fleet.admin.merge_patch(path, {"spec": {"hostName": "other"}}), "spec.hostName", "is immutable")
     await invalid(fleet.admin.merge_patch(path, {"spec": {"index": 3}}), "spec.index", "is immutable")
+
+
+async def test_a_host_name_longer_than_a_label_value_is_refused(fleet: Fleet) -> None:
+    """Its name labels its GPUs (gpufleet.io/host), so a Host may not be named past 63 characters."""
+    await fleet.host("h" * 63)
+    with pytest.raises(kubeapi.ApiError) as caught:
+        await fleet.host("h" * 64)
+    assert (caught.value.status, caught.value.reason) == (422, "Invalid"), caught.value
+    assert "at most 63 characters" in str(caught.value), caught.value

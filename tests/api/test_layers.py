@@ -39,7 +39,7 @@ ALLOWED = {
     "gpufleet.kube": set(),
     "gpufleet.backoff": set(),
     "gpufleet.informer": {"gpufleet.backoff"},
-    "gpufleet.leaderelection": {"gpufleet.backoff"},
+    "gpufleet.leaderelection": {"gpufleet.backoff", "gpufleet.api"},
     "kube_emulator": set(),
     "gpufleet.controller": FOUNDATION,
     "gpufleet.facade": FOUNDATION,

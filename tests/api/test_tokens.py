@@ -26,3 +26,19 @@ def test_secret_is_labelled_owned_and_round_trips_the_token() -> None:
     assert token not in str(secret["metadata"])
     assert tokens.token_from_secret(secret) == token
     assert tokens.token_from_secret({"data": {}}) is None
+
+
+def test_a_host_carries_only_a_well_formed_digest() -> None:
+    token = tokens.generate()
+    digest = tokens.digest(token)
+    annotated = {"metadata": {"annotations": {tokens.DIGEST_ANNOTATION: digest.hex()}}, "spec": {}}
+    assert tokens.digest_of_host(annotated) == digest and tokens.matches(token, digest)
+    for junk in ["", "zz" * 32, digest.hex()[:-2], 42]:
+        assert tokens.digest_of_host({"metadata": {"annotations": {tokens.DIGEST_ANNOTATION: junk}}}) is None
+
+
+def test_only_hosts_without_a_node_or_a_digest_need_a_token() -> None:
+    digest = {tokens.DIGEST_ANNOTATION: tokens.digest(tokens.generate()).hex()}
+    assert tokens.needs_token({"metadata": {}, "spec": {}})
+    assert not tokens.needs_token({"metadata": {"annotations": digest}, "spec": {}})
+    assert not tokens.needs_token({"metadata": {}, "spec": {"nodeName": "node-1"}})

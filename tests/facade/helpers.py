@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-from gpufleet.api import host, meta
-from gpufleet.facade import translate
+from gpufleet.api import formats, host, meta
+from tests.support.waiting import eventually as eventually  # re-exported: the facade tests import it from here
 
 ADMIN_TOKEN = "admin-" + uuid.uuid4().hex
 VIEWER_TOKEN = "viewer-" + uuid.uuid4().hex
@@ -150,34 +147,12 @@ class Facade:
             page += 1
 
 
-async def eventually(check: Callable[[], Any], within: float = 5.0) -> Any:
-    """Poll an (async) check until it returns something truthy (watch propagation takes a moment)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.02)
-
-
-async def settled(problems: Callable[[], Any], within: float = 5.0) -> list[str]:
-    """Poll an async check listing problems until it lists none (or time is up): its last list."""
-    deadline = time.monotonic() + within
-    while True:
-        found: list[str] = await problems()
-        if not found or time.monotonic() > deadline:
-            return found
-        await asyncio.sleep(0.02)
-
-
 def hosts_with_ip(k8s: K8s, ip: str) -> list[str]:
     """Names of the Hosts the API has (being deleted or not) with this IP address, however spelled."""
-    wanted = translate.normalised_ip(ip)
+    wanted = formats.same_ip_key(ip)
     items = k8s.ok("GET", HOSTS_PATH)["items"]
     return sorted(
-        item["metadata"]["name"] for item in items if translate.normalised_ip(item["spec"]["ipAddress"]) == wanted
+        item["metadata"]["name"] for item in items if formats.same_ip_key(item["spec"]["ipAddress"]) == wanted
     )
 
 

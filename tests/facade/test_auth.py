@@ -14,7 +14,18 @@ from gpufleet.facade import auth
 from gpufleet.settings import Settings
 
 from .conftest import StartFacade, TokenReviews
-from .helpers import ADMIN_TOKEN, HEARTBEAT, REGISTRATION, VIEWER_TOKEN, Facade, K8s, eventually, unique_ip
+from .helpers import (
+    ADMIN_TOKEN,
+    HEARTBEAT,
+    HOSTS_PATH,
+    MERGE,
+    REGISTRATION,
+    VIEWER_TOKEN,
+    Facade,
+    K8s,
+    eventually,
+    unique_ip,
+)
 
 Caller = Callable[[Facade, str | None, dict[str, Any]], Awaitable[int]]
 
@@ -126,29 +137,22 @@ async def test_tokens_never_reach_the_logs(facade: Facade, caplog: pytest.LogCap
         assert secret not in caplog.text
 
 
-async def test_agent_tokens_follow_their_secrets(facade: Facade, k8s: K8s, facade_namespace: str) -> None:
+async def test_agent_tokens_follow_the_digest_on_their_host(facade: Facade, k8s: K8s) -> None:
+    """Rotation as an admin does it: a new digest on the Host retires the old token at once."""
     host = await facade.register()
-    secrets = f"/api/v1/namespaces/{facade_namespace}/secrets"
-    owner = k8s.ok("GET", f"{secrets}/{tokens.secret_name(host['host_id'])}")["metadata"]["ownerReferences"][0]
-    k8s.ok("DELETE", f"{secrets}/{tokens.secret_name(host['host_id'])}")
-
-    async def revoked() -> bool:
-        return (await facade.heartbeat(host["host_id"], host["agent_token"]))[0] == 401
-
-    assert await eventually(revoked)
     rotated = tokens.generate()
     k8s.ok(
-        "POST",
-        secrets,
-        tokens.secret_manifest(
-            host_name=host["host_id"], host_uid=owner["uid"], namespace=facade_namespace, token=rotated
-        ),
+        "PATCH",
+        f"{HOSTS_PATH}/{host['host_id']}",
+        {"metadata": {"annotations": {tokens.DIGEST_ANNOTATION: tokens.digest(rotated).hex()}}},
+        MERGE,
     )
 
-    async def accepted() -> bool:
+    async def rotated_in() -> bool:
         return (await facade.heartbeat(host["host_id"], rotated))[0] == 200
 
-    assert await eventually(accepted)
+    assert await eventually(rotated_in, within=5.0)
+    assert (await facade.heartbeat(host["host_id"], host["agent_token"]))[0] == 401
 
 
 class TestStaticTokensFile:

@@ -187,7 +187,7 @@ class TestStaticTokensFileReload:
         async def swapped() -> bool:
             return (await _list(facade, "new-viewer-token"))[0] == 200
 
-        assert await eventually(swapped)
+        assert await eventually(swapped, within=5.0)
         assert (await _list(facade, "old-viewer-token"))[0] == 401
 
     async def test_a_broken_file_keeps_the_tokens_that_were_loaded(
@@ -199,7 +199,7 @@ class TestStaticTokensFileReload:
         async def complained() -> bool:
             return "could not reload the static tokens file" in caplog.text
 
-        assert await eventually(complained)
+        assert await eventually(complained, within=5.0)
         assert "secret-token-value" not in caplog.text
         assert (await _list(facade, "old-viewer-token"))[0] == 200
         _swap_in(tokens_path, None)

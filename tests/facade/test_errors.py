@@ -224,13 +224,13 @@ class TestFailures:
         assert (status, answer["code"]) == (422, 42201)
 
     @pytest.mark.emulator
-    async def test_a_failed_token_secret_takes_the_registration_back(
+    async def test_a_failed_claim_binding_takes_the_registration_back(
         self, facade: Facade, emulator: Emulator, k8s: K8s
     ) -> None:
-        def secrets(request: RequestInfo) -> bool:
-            return request.method == "POST" and request.path.endswith("/secrets")
+        def binding(request: RequestInfo) -> bool:  # the last write of a registration, after the Host
+            return request.method == "PATCH" and "/configmaps/" in request.path
 
-        emulator.fail_next(1, status=503, predicate=secrets)
+        emulator.fail_next(1, status=503, predicate=binding)
         body = _body()
         status, answer = await facade.call("POST", "/api/v1/hosts", json=body)
         assert (status, answer["code"]) == (503, 50301)

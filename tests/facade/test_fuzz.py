@@ -21,7 +21,6 @@ import collections
 import contextlib
 import math
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -36,6 +35,7 @@ from schemathesis import checks
 
 from gpufleet.facade import main
 from gpufleet.settings import AuthMode, Settings
+from tests.support.ports import free_port
 
 from .helpers import ADMIN_TOKEN, HOSTS_PATH, REGISTRATION, VIEWER_TOKEN, K8s, bearer, unique_ip
 
@@ -54,13 +54,6 @@ CHECKS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def served(facade_namespace: str, tokens_file: Any, k8s: K8s) -> Iterator[str]:
     """A facade served by `main.serve` in its own thread and loop (schemathesis' client blocks)."""
@@ -69,7 +62,7 @@ def served(facade_namespace: str, tokens_file: Any, k8s: K8s) -> Iterator[str]:
         auth_mode=AuthMode.STATIC,
         static_tokens_file=tokens_file,
         facade_host="127.0.0.1",
-        facade_port=_free_port(),
+        facade_port=free_port(),
         api_timeout_seconds=1.0,
         # A fifth of the requests carry a wrong token: with the default limit, the client would be
         # answered 429 for most of the run. The limit has tests of its own (test_auth_abuse.py).

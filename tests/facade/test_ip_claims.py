@@ -38,7 +38,7 @@ async def test_a_registered_ip_is_claimed_by_a_configmap_owned_by_its_host(
     # kubectl deleting the Host takes the claim with it (the garbage collector).
     k8s.ok("DELETE", f"{HOSTS_PATH}/{host_id}")
     path = configmap_path(facade_namespace, claim["metadata"]["name"])
-    assert await eventually(lambda: k8s("GET", path)[0] == 404)
+    assert await eventually(lambda: k8s("GET", path)[0] == 404, within=5.0)
 
 
 async def test_a_claim_without_its_host_holds_the_ip_for_the_grace_period_only(
@@ -57,14 +57,14 @@ async def test_a_claim_without_its_host_holds_the_ip_for_the_grace_period_only(
 
 @pytest.mark.emulator
 @pytest.mark.parametrize(
-    ("failing", "status", "code"),
-    [("hosts", 422, errors.REJECTED.code), ("secrets", 503, errors.KUBERNETES_UNAVAILABLE.code)],
-    ids=["host-refused", "token-secret-failed"],
+    ("method", "failing", "status", "code"),
+    [("POST", "/hosts", 422, errors.REJECTED.code), ("PATCH", "/configmaps/", 503, errors.KUBERNETES_UNAVAILABLE.code)],
+    ids=["host-refused", "claim-binding-failed"],
 )
 async def test_a_registration_that_fails_leaves_its_ip_free(
-    facade: Facade, emulator: Emulator, k8s: K8s, failing: str, status: int, code: int
+    facade: Facade, emulator: Emulator, k8s: K8s, method: str, failing: str, status: int, code: int
 ) -> None:
-    emulator.fail_next(1, status=status, predicate=lambda r: r.method == "POST" and r.path.endswith(f"/{failing}"))
+    emulator.fail_next(1, status=status, predicate=lambda r: r.method == method and failing in r.path)
     ip = unique_ip()
     answer = await facade.call("POST", "/api/v1/hosts", json=_body(ip))
     assert (answer[0], answer[1]["code"]) == (status, code)

@@ -15,7 +15,7 @@ import pytest
 
 from gpufleet.facade import limits, schemas
 
-from .helpers import HOSTS_PATH, REGISTRATION, VIEWER_TOKEN, Facade, K8s, unique_ip
+from .helpers import GPUS_PATH, HOSTS_PATH, REGISTRATION, VIEWER_TOKEN, Facade, K8s, unique_ip
 
 
 def _body(**changes: Any) -> dict[str, Any]:
@@ -159,8 +159,8 @@ class TestNames:
     ) -> None:
         host = await facade.register(name="a-display-name-" + "x" * 200)
         assert len(host["host_id"]) <= 63
-        secret = k8s.ok("GET", f"/api/v1/namespaces/{facade_namespace}/secrets/gpufleet-agent-token-{host['host_id']}")
-        assert secret["metadata"]["labels"]["gpufleet.io/host"] == host["host_id"]
+        # The id labels the host's GPUs (gpufleet.io/host): the API takes it as a label value.
+        assert k8s.ok("GET", f"{GPUS_PATH}?labelSelector=gpufleet.io/host={host['host_id']}")["items"] == []
 
 
 class TestHostIdsInPaths:

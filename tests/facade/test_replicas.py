@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pytest
 
 from gpufleet.api import meta
 from gpufleet.facade import claims, errors
+from tests.support.ports import free_port
 
 from .helpers import (
     HOSTS_PATH,
@@ -78,15 +78,8 @@ class Process:
                 self.popen.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _start(kubeconfig: pathlib.Path, namespace: str, tokens_file: pathlib.Path, log: pathlib.Path) -> Process:
-    port = _free_port()
+    port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("GPUFLEET_")}
     env.update(
         KUBECONFIG=str(kubeconfig),
@@ -202,7 +195,7 @@ async def test_a_host_registered_through_one_replica_is_updated_through_the_othe
         details = [await replica.detail(host_id) for replica in replicas]
         return all(detail["name"] == "renamed" and detail["labels"] == {"c": "3"} for detail in details)
 
-    assert await eventually(both_read_it)
+    assert await eventually(both_read_it, within=5.0)
 
 
 async def test_heartbeats_reach_the_host_through_either_replica(replicas: tuple[Facade, Facade]) -> None:
@@ -215,7 +208,7 @@ async def test_heartbeats_reach_the_host_through_either_replica(replicas: tuple[
         status, _ = await second.heartbeat(host_id, token)
         return status == 200
 
-    assert await eventually(accepted_by_the_other)
+    assert await eventually(accepted_by_the_other, within=5.0)
     answers = await asyncio.gather(*(replicas[i % 2].heartbeat(host_id, token, used_cpu=i) for i in range(10)))
     assert [status for status, _ in answers] == [200] * 10
 
@@ -223,7 +216,7 @@ async def test_heartbeats_reach_the_host_through_either_replica(replicas: tuple[
         details = [await replica.detail(host_id) for replica in replicas]
         return all(detail["last_heartbeat"] and detail["used_cpu"] in range(10) for detail in details)
 
-    assert await eventually(both_read_a_beat)
+    assert await eventually(both_read_a_beat, within=5.0)
 
 
 async def test_a_claim_whose_host_is_being_deleted_does_not_block_its_ip(

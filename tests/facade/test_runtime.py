@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import shutil
-import socket
 import ssl
 import subprocess
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 from gpufleet.facade import main, openapi, routes, schemas
 from gpufleet.settings import Settings
 from kube_emulator import Emulator
+from tests.support.ports import free_port
 
 from .conftest import StartFacade
 from .helpers import HOSTS_PATH, VIEWER_TOKEN, Facade, K8s, eventually, unique_ip, unique_name
@@ -113,13 +113,6 @@ async def test_the_caches_recover_when_the_watch_history_is_gone(facade: Facade,
         k8s("DELETE", f"{HOSTS_PATH}/{name}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
     openssl = shutil.which("openssl")
     if openssl is None:
@@ -152,7 +145,7 @@ def _self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
 
 async def test_serves_https_and_stops_when_asked(settings: Settings, tmp_path: pathlib.Path) -> None:
     cert, key = _self_signed(tmp_path)
-    port = _free_port()
+    port = free_port()
     stop, ready = asyncio.Event(), asyncio.Event()
     config = settings.model_copy(
         update={"facade_host": "127.0.0.1", "facade_port": port, "tls_cert_file": cert, "tls_key_file": key}
@@ -196,7 +189,7 @@ async def test_a_rotated_certificate_is_served_without_a_restart(
     cert, key = live / "tls.crt", live / "tls.key"
     cert.write_bytes(old_cert.read_bytes())
     key.write_bytes(old_key.read_bytes())
-    port = _free_port()
+    port = free_port()
     stop, ready = asyncio.Event(), asyncio.Event()
     config = settings.model_copy(
         update={
@@ -213,14 +206,14 @@ async def test_a_rotated_certificate_is_served_without_a_restart(
         assert await _presented_certificate(port) == _der(old_cert)
         # Halfway through a rotation (the new certificate, the old key): the old pair stays in use.
         cert.write_bytes(new_cert.read_bytes())
-        assert await eventually(lambda: "could not reload the TLS certificate" in caplog.text)
+        assert await eventually(lambda: "could not reload the TLS certificate" in caplog.text, within=5.0)
         assert await _presented_certificate(port) == _der(old_cert)
         key.write_bytes(new_key.read_bytes())
 
         async def rotated() -> bool:
             return await _presented_certificate(port) == _der(new_cert)
 
-        assert await eventually(rotated)
+        assert await eventually(rotated, within=5.0)
     finally:
         stop.set()
         await asyncio.wait_for(server, 15)
@@ -233,7 +226,7 @@ async def test_the_gpufleet_facade_command_serves_until_sigterm(
     import signal
     import sys
 
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "KUBECONFIG": str(kube.kubeconfig),

@@ -11,6 +11,7 @@ import pydantic
 import pytest
 
 from gpufleet import informer
+from gpufleet.api import formats
 from gpufleet.facade import claims, schemas, translate
 
 
@@ -142,13 +143,13 @@ class TestClaims:
     TRICKY = ["10.0.0.1", "10.0.1.0", "::1", "::", "1::", "::ffff:1.2.3.4", "::ffff:1:2:3:4", "fe80::1%eth0", "fe80::1"]
 
     def test_names_are_valid_object_names_one_per_address(self) -> None:
-        names = [claims.name(translate.normalised_ip(ip)) for ip in self.TRICKY]
+        names = [claims.name(formats.same_ip_key(ip)) for ip in self.TRICKY]
         assert all(_SUBDOMAIN.match(name) and len(name) <= 253 for name in names), names
         assert len(set(names)) == len(names)
 
     def test_one_address_spelled_differently_has_one_name(self) -> None:
         spellings = ["2001:db8::b2", "2001:0DB8:0000::00B2", "2001:db8:0:0:0:0:0:b2"]
-        assert len({claims.name(translate.normalised_ip(ip)) for ip in spellings}) == 1
+        assert len({claims.name(formats.same_ip_key(ip)) for ip in spellings}) == 1
         assert claims.name("10.0.0.7") == "gpufleet-ip-10-0-0-7"
 
     def test_a_bound_claim_stands_exactly_while_its_host_lives_with_its_ip(self) -> None:

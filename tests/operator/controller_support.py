@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import exceptions
+from tests.support.waiting import eventually  # re-exported: the controller tests import it from here
 
 from gpufleet import settings, tokens
 from gpufleet.api import gpu, host, meta
@@ -68,7 +69,7 @@ class Fleet:
     def new_name(self) -> str:
         return f"h-{uuid.uuid4().hex[:10]}"
 
-    async def apply_host(self, name: str | None = None, *, os_type: str = "linux") -> str:
+    async def apply_host(self, name: str | None = None, *, os_type: str = "linux", node_name: str | None = None) -> str:
         name = name or self.new_name()
         body = {
             "apiVersion": meta.API_VERSION,
@@ -82,6 +83,8 @@ class Fleet:
                 "totalMemory": 2**34,
             },
         }
+        if node_name is not None:
+            body["spec"]["nodeName"] = node_name
         await self.custom.create_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, body)
         self.created.append(name)
         return name
@@ -177,12 +180,10 @@ class Fleet:
         return {item["metadata"]["name"] for item in listing["items"]}
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> float:
-    """Poll until `check()` is true; seconds it took. Fails the test after `within` seconds."""
+async def seconds_until(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> float:
+    """Seconds until `check()` is true: the detection delays the tests bound. Fails after `within`."""
     started = time.monotonic()
-    while not await check():
-        assert time.monotonic() - started < within, f"condition not met in time: {check.__name__}"
-        await asyncio.sleep(0.05)
+    await eventually(check, within=within)
     return time.monotonic() - started
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 
-from controller_support import GRACE, Fleet, eventually
+from controller_support import GRACE, Fleet, eventually, seconds_until
 
 from gpufleet.api import meta
 
@@ -84,7 +84,7 @@ async def test_reported_offline_takes_host_offline_at_once(fleet: Fleet) -> None
     await fleet.heartbeat(name)
     await eventually(lambda: _state_is(fleet, name, "online"))
     await fleet.heartbeat(name, reportedState="offline")
-    took = await eventually(lambda: _state_is(fleet, name, "offline"))
+    took = await seconds_until(lambda: _state_is(fleet, name, "offline"))
     assert took < GRACE / 2
     assert (await fleet.condition(name, "Ready"))["reason"] == "ReportedOffline"
 

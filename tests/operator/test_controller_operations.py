@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import time
 from typing import Any
 
 import aiohttp
 import pytest
-from controller_support import GRACE, Fleet, Operator, eventually
+from controller_support import GRACE, Fleet, Operator, eventually, seconds_until
 from kubernetes_asyncio import client
+from tests.support.ports import free_port
 
 from gpufleet import settings
 from gpufleet.controller import main
@@ -55,7 +55,7 @@ async def test_host_silent_while_the_operator_was_down_goes_offline_within_a_gra
     assert await _state_is(fleet, name, "online")
 
     await operator.start()
-    took = await eventually(lambda: _state_is(fleet, name, "offline"), within=3 * GRACE)
+    took = await seconds_until(lambda: _state_is(fleet, name, "offline"), within=3 * GRACE)
     assert GRACE * 0.9 <= took <= GRACE + 0.5
 
 
@@ -102,7 +102,7 @@ async def test_two_replicas_never_both_act_and_the_survivor_takes_over(
         leader = first if first.identity == holder else second
         survivor = second if leader is first else first
         await leader.stop()  # an orderly stop gives the Lease up: the survivor takes over at its next try
-        took = await eventually(lambda: _holder_is(async_api_client, elected, survivor.identity), within=3.0)
+        took = await seconds_until(lambda: _holder_is(async_api_client, elected, survivor.identity), within=3.0)
         assert took < elected.lease_duration_seconds
         await users.heartbeat(name)
         await eventually(lambda: _state_is(users, name, "online"))
@@ -131,17 +131,10 @@ async def _gone(users: Fleet, name: str) -> bool:
     return not await users.exists(name)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_metrics_count_hosts_transitions_and_handler_latency(
     config: settings.Settings, async_api_client: client.ApiClient
 ) -> None:
-    port = _free_port()
+    port = free_port()
     running = await Operator(config.model_copy(update={"metrics_port": port})).start()
     users = Fleet(async_api_client, config.namespace)
     try:
@@ -205,5 +198,5 @@ async def test_a_failed_offline_write_is_retried(fleet: Fleet, emulator: Any) ->
     emulator.faults.fail_next(
         2, status=503, predicate=lambda request: request.method == "PATCH" and request.path.endswith(f"{name}/status")
     )
-    took = await eventually(lambda: _state_is(fleet, name, "offline"), within=3 * GRACE)
+    took = await seconds_until(lambda: _state_is(fleet, name, "offline"), within=3 * GRACE)
     assert took < GRACE + 1.5

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from controller_support import Fleet, eventually
 from kubernetes_asyncio.client import exceptions
 
 from gpufleet import tokens
-from gpufleet.api import meta
+from gpufleet.api import host, meta
 
 
 async def _gpus_are(fleet: Fleet, name: str, used: int, total: int) -> bool:
@@ -34,13 +36,17 @@ async def test_host_without_gpu_resources_counts_what_its_agent_reports(fleet: F
     await eventually(lambda: _gpus_are(fleet, name, used=3, total=0))
 
 
-async def test_applied_host_gets_an_agent_token_secret(fleet: Fleet) -> None:
+def _digest_on(body: dict[str, Any]) -> str | None:
+    return (body["metadata"].get("annotations") or {}).get(tokens.DIGEST_ANNOTATION)
+
+
+async def test_applied_host_gets_an_agent_token_secret_and_its_digest(fleet: Fleet) -> None:
     name = await fleet.apply_host()
 
-    async def issued() -> bool:
-        return await fleet.token_secret(name) is not None
+    async def published() -> bool:
+        return _digest_on(await fleet.get(name)) is not None
 
-    await eventually(issued)
+    await eventually(published)
     secret = await fleet.token_secret(name)
     assert secret.type == tokens.SECRET_TYPE
     assert secret.metadata.labels == {meta.HOST_LABEL: name, meta.MANAGED_BY_LABEL: meta.MANAGED_BY}
@@ -48,32 +54,65 @@ async def test_applied_host_gets_an_agent_token_secret(fleet: Fleet) -> None:
     assert (owner.kind, owner.name, owner.uid) == ("Host", name, (await fleet.get(name))["metadata"]["uid"])
     token = tokens.token_from_secret({"data": secret.data})
     assert token is not None and token.startswith(tokens.PREFIX) and len(token) == len(tokens.PREFIX) + 43
+    assert _digest_on(await fleet.get(name)) == tokens.digest(token).hex()
     [issued] = [e for e in await fleet.events_of(name) if e.reason == "TokenIssued"]
     assert token not in issued.message
 
 
-async def test_deleting_the_token_secret_rotates_the_token(fleet: Fleet) -> None:
+async def test_a_host_bound_to_a_node_gets_no_token(fleet: Fleet) -> None:
+    bound = await fleet.apply_host(node_name="gpu-node-7")
+    unbound = await fleet.apply_host()
+
+    async def looked_at() -> bool:
+        # The token comes right after the finalizer, in the same pass over the host.
+        finalized = meta.CLEANUP_FINALIZER in ((await fleet.get(bound))["metadata"].get("finalizers") or [])
+        return finalized and _digest_on(await fleet.get(unbound)) is not None
+
+    await eventually(looked_at)
+    assert _digest_on(await fleet.get(bound)) is None
+    assert await fleet.token_secret(bound) is None
+
+
+async def test_removing_the_digest_and_the_secret_rotates_the_token(fleet: Fleet) -> None:
     name = await fleet.apply_host()
 
-    async def issued() -> bool:
-        return await fleet.token_secret(name) is not None
+    async def digest() -> str | None:
+        return _digest_on(await fleet.get(name))
 
-    await eventually(issued)
-    old = tokens.token_from_secret({"data": (await fleet.token_secret(name)).data})
+    await eventually(digest)
+    old = await digest()
     await fleet.core.delete_namespaced_secret(tokens.secret_name(name), fleet.namespace)
-    await eventually(issued)
-    new = tokens.token_from_secret({"data": (await fleet.token_secret(name)).data})
-    assert new != old
+    await fleet.custom.patch_cluster_custom_object(
+        meta.GROUP,
+        meta.VERSION,
+        host.PLURAL,
+        name,
+        {"metadata": {"annotations": {tokens.DIGEST_ANNOTATION: None}}},
+        _content_type="application/merge-patch+json",
+    )
+
+    async def rotated() -> bool:
+        return (await digest()) not in (None, old)
+
+    await eventually(rotated)
+    token = tokens.token_from_secret({"data": (await fleet.token_secret(name)).data})
+    assert token is not None and tokens.digest(token).hex() == await digest()
 
 
-async def test_token_made_by_the_facade_is_kept(fleet: Fleet) -> None:
+async def test_a_token_secret_from_before_the_digest_keeps_its_token(fleet: Fleet) -> None:
+    """Upgrading from releases that kept tokens in Secrets only: agents keep working."""
     name = fleet.new_name()
-    manifest = tokens.secret_manifest(host_name=name, host_uid="", namespace=fleet.namespace, token="gfa_facade")
+    manifest = tokens.secret_manifest(host_name=name, host_uid="", namespace=fleet.namespace, token="gfa_earlier")
     await fleet.core.create_namespaced_secret(fleet.namespace, manifest)
     await fleet.apply_host(name)
-    await eventually(lambda: _state_is_set(fleet, name))
+
+    async def published() -> bool:
+        return _digest_on(await fleet.get(name)) == tokens.digest("gfa_earlier").hex()
+
+    await eventually(published)
     secret = await fleet.token_secret(name)
-    assert tokens.token_from_secret({"data": secret.data}) == "gfa_facade"
+    assert tokens.token_from_secret({"data": secret.data}) == "gfa_earlier"
+    assert not [e for e in await fleet.events_of(name) if e.reason == "TokenIssued"]
 
 
 async def test_deleting_a_host_removes_its_gpus_and_token_and_nothing_resurrects_it(fleet: Fleet) -> None:

@@ -106,23 +106,34 @@ def test_rollup_counts_allocated_gpus_per_host_through_moves_and_deletes() -> No
 
     assert apply(gpu("a-gpu0", "a", "free")) == {"a"}
     apply(gpu("a-gpu1", "a", "allocated"))
-    assert counts.counts("a") == (2, 1)
+    assert counts.counts("a", "a") == (2, 1)
     assert apply(gpu("a-gpu1", "b", "allocated")) == {"a", "b"}  # relabelled to another host
-    assert (counts.counts("a"), counts.counts("b")) == ((1, 0), (1, 1))
+    assert (counts.counts("a", "a"), counts.counts("b", "b")) == ((1, 0), (1, 1))
     gone = counts.store.remove(gpu("a-gpu0", "a", "free"))
     assert counts.hosts_touched(None, gone) == {"a"}
-    assert counts.counts("a") is None
+    assert counts.counts("a", "a") is None
     assert counts.by_state() == {"allocated": 1}
 
 
-def test_rollup_keeps_only_host_and_state_of_a_gpu() -> None:
+def test_rollup_counts_a_gpu_only_for_a_host_on_the_node_it_names() -> None:
+    """An agent may label its GPUs with any host's name; they count only where their node is."""
+    counts = rollup.Rollup()
+    for index, node in enumerate(["node-a", "node-b", None]):
+        labels = {meta.HOST_LABEL: "host-1", **({meta.NODE_LABEL: node} if node else {})}
+        counts.store.apply({"metadata": {"name": f"g{index}", "labels": labels}, "status": {"state": "allocated"}})
+    assert counts.counts("host-1", "node-a") == (2, 2)  # its own GPU, and the unlabelled one
+    assert counts.counts("host-1", "node-c") == (1, 1)
+
+
+def test_rollup_keeps_only_host_node_and_state_of_a_gpu() -> None:
     counts = rollup.Rollup()
     body = {
         "metadata": {"name": "g", "resourceVersion": "7", "labels": {meta.HOST_LABEL: "a"}, "annotations": {"x": "y"}},
         "spec": {"uuid": "GPU-1", "model": "H100"},
         "status": {"state": "free", "temperature": 70},
     }
-    assert counts.store.apply(body) == {"metadata": {"name": "g", "resourceVersion": "7"}, "host": "a", "state": "free"}
+    kept = {"metadata": {"name": "g", "resourceVersion": "7"}, "host": "a", "node": "", "state": "free"}
+    assert counts.store.apply(body) == kept
 
 
 def test_events_beyond_the_burst_wait_for_the_steady_rate() -> None:

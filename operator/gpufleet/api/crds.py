@@ -68,7 +68,22 @@ def _crd(
     spec: type[pydantic.BaseModel],
     status: type[pydantic.BaseModel],
     printer_columns: list[dict[str, object]],
+    rules: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
+    root: dict[str, Any] = {
+        "type": "object",
+        "description": description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "APIVersion of this object."},
+            "kind": {"type": "string", "description": "Kind of this object."},
+            "metadata": {"type": "object"},
+            "spec": openapi_schema(spec),
+            "status": openapi_schema(status),
+        },
+    }
+    if rules:
+        root["x-kubernetes-validations"] = rules
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -94,20 +109,7 @@ def _crd(
                     "storage": True,
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": printer_columns,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": description,
-                            "required": ["spec"],
-                            "properties": {
-                                "apiVersion": {"type": "string", "description": "APIVersion of this object."},
-                                "kind": {"type": "string", "description": "Kind of this object."},
-                                "metadata": {"type": "object"},
-                                "spec": openapi_schema(spec),
-                                "status": openapi_schema(status),
-                            },
-                        }
-                    },
+                    "schema": {"openAPIV3Schema": root},
                 }
             ],
         },
@@ -125,6 +127,7 @@ def host_crd() -> dict[str, Any]:
         spec=host.HostSpec,
         status=host.HostStatus,
         printer_columns=host.PRINTER_COLUMNS,
+        rules=host.OBJECT_RULES,
     )
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import datetime
 import enum
-import ipaddress
 from typing import Annotated
 
 import pydantic
 
-from gpufleet.api import meta
+from gpufleet.api import formats, meta
 
 KIND = "Host"
 PLURAL = "hosts"
@@ -26,16 +25,9 @@ READY = "Ready"
 HEALTHY = "Healthy"
 
 
-def _normalise_ip(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        raise ValueError(f"{value!r} is not a valid IPv4 or IPv6 address") from None
-
-
 IPAddress = Annotated[
     str,
-    pydantic.AfterValidator(_normalise_ip),
+    pydantic.AfterValidator(formats.normalised_ip),
     # A structural CRD schema cannot say "either format" with a type inside anyOf; formats alone may be.
     pydantic.WithJsonSchema({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
 ]
@@ -72,6 +64,17 @@ class HealthStatus(enum.StrEnum):
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
     UNKNOWN = "unknown"
+
+
+#: CEL rules on the whole Host. Its name becomes the `gpufleet.io/host` label value of its GPUs
+#: and token Secret, and label values stop at 63 characters: a longer name would register a Host
+#: whose GPUs nobody could create or select.
+OBJECT_RULES = [
+    {
+        "rule": "self.metadata.name.size() <= 63",
+        "message": "a Host's name is at most 63 characters: it is the gpufleet.io/host label value of its GPUs",
+    }
+]
 
 
 class HostSpec(meta.ApiModel):

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import exceptions
 
-from gpufleet.api import host, meta
+from gpufleet.api import formats, host, meta
 from gpufleet.controller import status
 
 EVENTS_NAMESPACE = "default"
@@ -34,7 +34,7 @@ def manifest(
     *, host_name: str, host_uid: str, event: status.Event, instance: str, now: datetime.datetime
 ) -> dict[str, object]:
     """A core/v1 Event about a Host."""
-    stamp = status.rfc3339(now)
+    stamp = formats.rfc3339(now)
     return {
         "apiVersion": "v1",
         "kind": "Event",

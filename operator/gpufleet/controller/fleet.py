@@ -1,6 +1,6 @@
 """The operator's in-memory view of the fleet, and the one place that turns it into API writes.
 
-Every input (a Host, a GPU or a token Secret from its informer, a passed deadline) updates the
+Every input (a Host or a GPU from its informer, a passed deadline) updates the
 view and schedules the host on a work queue (`workqueue`): a host waits there at most once, and
 a fixed pool of workers brings it to what it should be, one worker per host at a time, so an
 informer never waits for a write and a burst of hosts costs no more tasks than the pool.
@@ -43,7 +43,7 @@ CHECK_CONCURRENCY = 16
 #: Backoff between attempts to write a host after a failure.
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
-#: Event reason when a host gets a new agent token (at creation or after its Secret was deleted).
+#: Event reason when a host gets a new agent token (see `agent_tokens`).
 TOKEN_ISSUED = "TokenIssued"  # noqa: S105 - an Event reason
 
 
@@ -51,13 +51,6 @@ def host_view(body: Mapping[str, Any]) -> dict[str, Any]:
     """What the operator keeps of a Host: metadata, spec and status (not managedFields)."""
     metadata = {key: value for key, value in (body.get("metadata") or {}).items() if key != "managedFields"}
     return {"metadata": metadata, "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
-
-
-def secret_view(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the operator keeps of a token Secret: who it is for. Never the token."""
-    metadata = body.get("metadata") or {}
-    keep = ("name", "namespace", "resourceVersion", "labels", "ownerReferences")
-    return {"metadata": {key: metadata[key] for key in keep if key in metadata}}
 
 
 class NotLeading(Exception):
@@ -84,13 +77,10 @@ class Fleet:
         self.hosts = informer.Store(transform=host_view, keep_deleting=True)
         """Hosts as the informer last saw them, with our own writes overlaid (see `_overlay_own_writes`)."""
         self.rollup = rollup.Rollup()
-        self.secrets = informer.Store(transform=secret_view)
         self.leading = not config.leader_election
         self._fence = fence
         self.written: dict[str, dict[str, dict[str, Any]]] = {}
         """Operator-owned status fields and labels written but not yet seen back in a watch event."""
-        self.tokens_known: set[str] = set()
-        """Hosts whose agent-token Secret exists, from the Secret informer and our own creations."""
         self.event_bucket = events.Bucket()
         self.metrics = metrics.Metrics()
         self.metrics.watch_fleet(self._host_states, self.rollup.by_state, self.liveness.oldest_heartbeat_age)
@@ -139,18 +129,6 @@ class Fleet:
         """A GPU appeared, changed or went away (`new` None): recount the hosts it belonged to."""
         for name in rollup.Rollup.hosts_touched(new, old):
             self.schedule(name)
-
-    def token_seen(self, secret: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> None:
-        host_name = (secret["metadata"].get("labels") or {}).get(meta.HOST_LABEL)
-        if host_name:
-            self.tokens_known.add(str(host_name))
-
-    def token_gone(self, secret: Mapping[str, Any]) -> None:
-        """Deleting a host's token Secret rotates the token: issue a new one while the host exists."""
-        host_name = str((secret["metadata"].get("labels") or {}).get(meta.HOST_LABEL) or "")
-        self.tokens_known.discard(host_name)
-        if self.is_live_host(host_name):
-            self.schedule(host_name)
 
     async def expire(self, gone: list[tuple[str, float]]) -> None:
         """Hosts whose deadlines passed: schedule their offline status (the leader writes it)."""
@@ -251,8 +229,8 @@ class Fleet:
         await self.reconcile(name)
         if meta.CLEANUP_FINALIZER not in finalizers:
             await self._add_finalizer(name, finalizers)
-        if name not in self.tokens_known:
-            await self._issue_token(name, str(metadata.get("uid", "")))
+        if tokens.needs_token(view):
+            await self._issue_token(view)
 
     def _check_fence(self) -> None:
         if not self.may_write():
@@ -287,7 +265,6 @@ class Fleet:
         gpus = await cleanup.release(self.custom, self.core, host_name=name, namespace=self.config.namespace)
         if finalize:
             await self._remove_finalizer(name)
-        self.tokens_known.discard(name)
         logger.info("host %s deleted with its %d GPUs and agent token", name, gpus, extra={"host": name})
 
     async def _remove_finalizer(self, name: str) -> None:
@@ -318,14 +295,22 @@ class Fleet:
                 if error.status not in (409, 422):
                     raise
 
-    async def _issue_token(self, host_name: str, host_uid: str) -> None:
-        if host_name in self.tokens_known or not self.is_live_host(host_name):
-            return  # the informer saw it meanwhile, or the host went
+    async def _issue_token(self, view: dict[str, Any]) -> None:
+        host_name = str(view["metadata"]["name"])
+        host_uid = str(view["metadata"].get("uid", ""))
         self._check_fence()
-        issued = await agent_tokens.ensure(
-            self.core, host_name=host_name, host_uid=host_uid, namespace=self.config.namespace
-        )
-        self.tokens_known.add(host_name)
+        try:
+            issued, digest = await agent_tokens.ensure(
+                self.core, self.custom, host_name=host_name, host_uid=host_uid, namespace=self.config.namespace
+            )
+        except exceptions.ApiException as error:
+            if error.status == 404:  # the Host went meanwhile: its DELETED event will follow
+                return
+            raise
+        # Until the watch shows the annotation, the view must not ask for another token; asking
+        # again would be harmless (the Secret answers with the same token) but costs three calls.
+        annotations = {**(view["metadata"].get("annotations") or {}), tokens.DIGEST_ANNOTATION: digest}
+        view["metadata"] = {**view["metadata"], "annotations": annotations}
         if issued:
             secret = f"{self.config.namespace}/{tokens.secret_name(host_name)}"
             logger.info("issued an agent token for host %s in Secret %s", host_name, secret, extra={"host": host_name})
@@ -367,7 +352,7 @@ class Fleet:
         todo = status.plan(
             view,
             online=self.liveness.is_online(name),
-            gpus=self.rollup.counts(name),
+            gpus=self.rollup.counts(name, str(view["spec"].get("nodeName") or name)),
             grace_seconds=self.config.grace_period_seconds,
             now=datetime.datetime.now(datetime.UTC),
         )

@@ -50,14 +50,13 @@ def kopf_settings() -> kopf.OperatorSettings:
 
 def informers(the_fleet: fleet.Fleet, api: Any, config: settings_.Settings) -> list[informer.Informer]:
     """The operator's informers, each feeding the fleet view; the Host informer also gates liveness."""
-    custom, core = api["custom"], api["core"]
+    custom = api["custom"]
     tracker = the_fleet.liveness
 
     def lister(call: Callable[..., Awaitable[Any]], *args: Any, **fixed: Any) -> informer.Lister:
         return lambda **kwargs: call(*args, **fixed, **kwargs)
 
     timeout = config.api_timeout_seconds
-    selector = f"{meta.MANAGED_BY_LABEL}={meta.MANAGED_BY},{meta.HOST_LABEL}"
     return [
         informer.Informer(
             "hosts",
@@ -76,14 +75,6 @@ def informers(the_fleet: fleet.Fleet, api: Any, config: settings_.Settings) -> l
             store=the_fleet.rollup.store,
             on_upsert=the_fleet.gpu_changed,
             on_delete=lambda old: the_fleet.gpu_changed(None, old),
-            timeout=timeout,
-        ),
-        informer.Informer(
-            "agent-token-secrets",
-            lister(core.list_namespaced_secret, config.namespace, label_selector=selector),
-            store=the_fleet.secrets,
-            on_upsert=the_fleet.token_seen,
-            on_delete=the_fleet.token_gone,
             timeout=timeout,
         ),
     ]

@@ -2,7 +2,10 @@
 
 A GPU belongs to the Host named by its `gpufleet.io/host` label (the agent sets it, and it is
 what `kubectl get gpus -l gpufleet.io/host=...` selects on); it is *used* when its state is
-`allocated`. The store keeps only a GPU's host and state (a fleet has eight GPUs per host, and
+`allocated`. A GPU labelled with a node (`gpufleet.io/node`, set by the agent that created it,
+immutable under the node-restriction policy) counts only for a Host bound to that node: an agent
+can label its own GPUs with any host's name, and would otherwise inflate another node's counts.
+The store keeps only a GPU's host, node and state (a fleet has eight GPUs per host, and
 whole objects would dominate the operator's memory), indexed by host, so a roll-up is O(GPUs of
 one host) with no list calls. Because the informer's relist replaces the store, a GPU deleted
 while the watch was down stops counting as soon as the list is back.
@@ -22,7 +25,7 @@ HOST_INDEX = "host"
 
 
 def compact(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the roll-up needs of a GPU: its name, version, host and state."""
+    """What the roll-up needs of a GPU: its name, version, host, node and state."""
     metadata = body["metadata"]
     labels = metadata.get("labels") or {}
     host_name = labels.get(meta.HOST_LABEL) or (body.get("spec") or {}).get("hostName") or ""
@@ -30,6 +33,7 @@ def compact(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "metadata": {"name": metadata["name"], "resourceVersion": metadata.get("resourceVersion")},
         "host": sys.intern(str(host_name)),
+        "node": sys.intern(str(labels.get(meta.NODE_LABEL) or "")),
         "state": sys.intern(str((body.get("status") or {}).get("state") or gpu.GPUState.UNKNOWN.value)),
     }
 
@@ -47,9 +51,10 @@ class Rollup:
         """Hosts whose counts a change from `old` to `new` (either may be None) can have changed."""
         return {obj["host"] for obj in (new, old) if obj is not None and obj["host"]}
 
-    def counts(self, host_name: str) -> tuple[int, int] | None:
-        """(total, allocated) GPUs of a host, or None when it has no GPU resources at all."""
-        members = self.store.by(HOST_INDEX, host_name)
+    def counts(self, host_name: str, node_name: str) -> tuple[int, int] | None:
+        """(total, allocated) GPUs of a host bound to `node_name`, or None when it has no GPU
+        resources at all. GPUs that name another node do not count (see the module's docstring)."""
+        members = [obj for obj in self.store.by(HOST_INDEX, host_name) if obj["node"] in ("", node_name)]
         if not members:
             return None
         allocated = sum(1 for obj in members if obj["state"] == gpu.GPUState.ALLOCATED)

@@ -13,7 +13,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-from gpufleet.api import host, meta
+from gpufleet.api import formats, host, meta
 
 # Reasons of the Ready condition.
 NEVER_HEARTBEATED = "NoHeartbeatObserved"
@@ -53,10 +53,6 @@ class Plan:
     """The new `status.state` when it changes (for the transitions metric)."""
 
 
-def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def condition(
     previous: Mapping[str, Any] | None, *, type_: str, status: str, reason: str, message: str, now: datetime.datetime
 ) -> dict[str, Any]:
@@ -64,7 +60,7 @@ def condition(
     if previous is not None and previous.get("status") == status and previous.get("lastTransitionTime"):
         since = str(previous["lastTransitionTime"])
     else:
-        since = rfc3339(now)
+        since = formats.rfc3339(now)
     return {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": since}
 
 

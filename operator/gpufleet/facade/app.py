@@ -52,12 +52,10 @@ def _services(settings: Settings) -> routes.Services:
     k8s = kubeapi.Kubernetes(timeout=settings.api_timeout_seconds, namespace=settings.namespace)
     hosts = informer.Store(indexers=routes.host_indexers())
     gpus = informer.Store(indexers=routes.gpu_indexers())
-    secrets = auth.agent_token_store()
     timeout = settings.api_timeout_seconds
     informers = [
         informer.Informer("hosts", k8s.list_hosts, store=hosts, timeout=timeout),
         informer.Informer("gpus", k8s.list_gpus, store=gpus, timeout=timeout),
-        informer.Informer("agent-token-secrets", k8s.list_agent_token_secrets, store=secrets, timeout=timeout),
     ]
     callers: auth.Authorizer
     if settings.auth_mode is AuthMode.STATIC:
@@ -67,7 +65,7 @@ def _services(settings: Settings) -> routes.Services:
         callers = auth.KubernetesReviews(
             k8s, audience=settings.auth_audience, ttl=settings.auth_cache_seconds, size=settings.auth_cache_size
         )
-    agent_tokens = auth.AgentTokens(secrets)
+    agent_tokens = auth.AgentTokens(hosts)
     limiter = ratelimit.FailureLimiter(settings.auth_failure_burst, settings.auth_failure_rate)
     return routes.Services(
         settings=settings,
@@ -76,7 +74,6 @@ def _services(settings: Settings) -> routes.Services:
         gpus=gpus,
         informers=informers,
         guard=auth.Guard(callers, agent_tokens, limiter),
-        agent_tokens=agent_tokens,
         limiter=limiter,
     )
 

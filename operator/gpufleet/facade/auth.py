@@ -1,7 +1,7 @@
 """Who may call what: bearer tokens, three roles, two ways to check admins and viewers.
 
 - Agents heartbeat with their host's token. The facade knows only SHA-256 digests of those tokens
-  (fed by a watch on the agent-token Secrets) and compares them in constant time; a token of
+  (an annotation on each Host, see `gpufleet.tokens`) and compares them in constant time; a token of
   another host is recognised (403) rather than merely unknown (401). Agent tokens start with
   `gfa_` (`tokens.PREFIX`, on every token ever issued): a token that does is never sent to
   TokenReview, on any path, and is never an admin's or viewer's.
@@ -113,61 +113,42 @@ def bearer_token(request: web.Request) -> str:
 # ----- agent tokens ---------------------------------------------------------------------------------
 
 
-def _digest_of_secret(secret: informer.Obj) -> informer.Obj:
-    """What the Secret cache keeps of an agent-token Secret: its host and the token's digest, no token."""
-    metadata = secret.get("metadata") or {}
-    token = tokens.token_from_secret(secret) if secret.get("type") == tokens.SECRET_TYPE else None
-    return {
-        "metadata": {
-            "name": metadata.get("name", ""),
-            "resourceVersion": metadata.get("resourceVersion"),
-            "labels": metadata.get("labels") or {},
-        },
-        "digest": tokens.digest(token).hex() if token else None,
-    }
+def _token_digest(host_object: informer.Obj) -> list[str]:
+    digest = tokens.digest_of_host(host_object)
+    return [digest.hex()] if digest is not None else []
 
 
-def _secret_host(secret: informer.Obj) -> list[str]:
-    host = secret["metadata"]["labels"].get(meta.HOST_LABEL)
-    return [host] if host and secret["digest"] else []
-
-
-def _secret_digest(secret: informer.Obj) -> list[str]:
-    return [secret["digest"]] if secret["digest"] else []
-
-
-def agent_token_store() -> informer.Store:
-    """A store of agent-token Secrets reduced to digests, indexed by host and by digest."""
-    return informer.Store(transform=_digest_of_secret, indexers={"host": _secret_host, "digest": _secret_digest})
+#: The Host store's index of agent-token digests (see `routes.host_indexers`).
+TOKEN_INDEX = ("token", _token_digest)
 
 
 class AgentTokens:
-    """Checks a heartbeat's token against the host's digest, in constant time."""
+    """Checks a heartbeat's token against the digest its Host carries, in constant time.
 
-    def __init__(self, store: informer.Store) -> None:
-        self._store = store
+    The digests come with the Hosts the facade watches anyway (`tokens.DIGEST_ANNOTATION`), so
+    the facade's identity needs no access to any Secret.
+    """
 
-    def remember(self, secret: informer.Obj) -> None:
-        """Take in a Secret the facade just created, before the watch brings it."""
-        self._store.apply(secret)
+    def __init__(self, hosts: informer.Store) -> None:
+        self._hosts = hosts
 
     def owner_of(self, token: str, host_name: str) -> bool | None:
         """True: the token is this host's; False: another host's; None: no host's."""
         digest = tokens.digest(token)
-        for secret in self._store.by("host", host_name):
-            if hmac.compare_digest(digest, bytes.fromhex(secret["digest"])):
-                return True
-        return False if self._store.by("digest", digest.hex()) else None
+        current = self._hosts.get(host_name)
+        expected = tokens.digest_of_host(current) if current is not None else None
+        if expected is not None and hmac.compare_digest(digest, expected):
+            return True
+        return False if self._hosts.by(TOKEN_INDEX[0], digest.hex()) else None
 
     def known(self, token: str) -> bool:
         """Whether the token is some host's agent token."""
-        return bool(self._store.by("digest", tokens.digest(token).hex()))
+        return bool(self._hosts.by(TOKEN_INDEX[0], tokens.digest(token).hex()))
 
     def host_of(self, token: str) -> str | None:
         """The host whose agent token this is, if any."""
-        for secret in self._store.by("digest", tokens.digest(token).hex()):
-            host: str | None = secret["metadata"]["labels"].get(meta.HOST_LABEL)
-            return host
+        for found in self._hosts.by(TOKEN_INDEX[0], tokens.digest(token).hex()):
+            return str(found["metadata"]["name"])
         return None
 
 

@@ -24,8 +24,8 @@ import ipaddress
 import logging
 from typing import Any
 
-from gpufleet.api import host, meta
-from gpufleet.facade import errors, kubeapi, translate
+from gpufleet.api import formats, host, meta
+from gpufleet.facade import errors, kubeapi
 
 logger = logging.getLogger(__name__)
 
@@ -116,13 +116,9 @@ def holder(claim: Obj) -> str:
 
 
 def _age(claim: Obj, now: datetime.datetime) -> float:
-    created = claim["metadata"].get("creationTimestamp")
-    try:
-        stamp = datetime.datetime.fromisoformat(str(created).replace("Z", "+00:00"))
-    except ValueError:
+    stamp = formats.parse_time(claim["metadata"].get("creationTimestamp"))
+    if stamp is None:
         return 0.0  # unreadable: count it as young, i.e. never take it over for that reason
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=datetime.UTC)
     return (now - stamp).total_seconds()
 
 
@@ -144,7 +140,7 @@ def holds(claim: Obj, ip: str, found: Obj | None, now: datetime.datetime, grace:
     live = (
         found is not None
         and not found["metadata"].get("deletionTimestamp")
-        and translate.normalised_ip(str((found.get("spec") or {}).get("ipAddress", ""))) == ip
+        and formats.same_ip_key(str((found.get("spec") or {}).get("ipAddress", ""))) == ip
     )
     owner = _owner(claim)
     if owner is not None:
@@ -242,7 +238,7 @@ async def release(kube: kubeapi.Kubernetes, claim: Obj) -> None:
 
 async def release_for(kube: kubeapi.Kubernetes, deleted: Obj) -> None:
     """After the facade deleted Host `deleted`: free its IP now rather than when the GC gets to it."""
-    ip = translate.normalised_ip(str((deleted.get("spec") or {}).get("ipAddress", "")))
+    ip = formats.same_ip_key(str((deleted.get("spec") or {}).get("ipAddress", "")))
     try:
         claim = await _read(kube, name(ip))
     except (errors.FacadeError, kubeapi.ApiException) as error:

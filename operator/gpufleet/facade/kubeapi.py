@@ -68,7 +68,7 @@ def api_message(exc: exceptions.ApiException) -> str:
 
 
 class Kubernetes:
-    """Hosts, their token Secrets, IP claims and auth reviews, through one API client."""
+    """Hosts, GPUs, IP claims and auth reviews, through one API client (no Secrets: see `auth`)."""
 
     # Typed as Any: dict bodies and `_content_type`/`_preload_content` are sent as is, which the
     # generated signatures (typed for model objects) do not describe.
@@ -141,13 +141,6 @@ class Kubernetes:
         )
         return response
 
-    def list_agent_token_secrets(self, **kwargs: Any) -> Awaitable[aiohttp.ClientResponse]:
-        selector = f"{meta.MANAGED_BY_LABEL}={meta.MANAGED_BY},{meta.HOST_LABEL}"
-        response: Awaitable[aiohttp.ClientResponse] = self.core.list_namespaced_secret(
-            self.namespace, label_selector=selector, **kwargs
-        )
-        return response
-
     # ----- writes ----------------------------------------------------------------------------------------
 
     async def create_host(self, body: Obj) -> Obj:
@@ -155,18 +148,6 @@ class Kubernetes:
             self.objects.create_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, body)
         )
         return result
-
-    async def create_secret(self, body: Obj) -> Obj:
-        """Create a Secret; returns the manifest sent with the resourceVersion the API gave it."""
-        created = await self._call(self.core.create_namespaced_secret(self.namespace, body))
-        return {**body, "metadata": {**body["metadata"], "resourceVersion": created.metadata.resource_version}}
-
-    async def read_secret(self, name: str) -> Obj:
-        """A Secret of the namespace as the API stores it (base64 data), raw."""
-        response = await self._call(self.core.read_namespaced_secret(name, self.namespace, _preload_content=False))
-        async with response:
-            result: Obj = json.loads(await response.read())
-            return result
 
     async def patch_host(self, name: str, patch: Obj) -> Obj:
         result: Obj = await self._call(

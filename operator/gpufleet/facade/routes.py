@@ -23,7 +23,7 @@ import pydantic
 from aiohttp import web
 
 from gpufleet import informer, tokens
-from gpufleet.api import host, meta
+from gpufleet.api import formats, host, meta
 from gpufleet.facade import audit, auth, claims, errors, kubeapi, limits, ratelimit, schemas, translate
 from gpufleet.settings import Settings
 
@@ -50,7 +50,6 @@ class Services:
     gpus: informer.Store
     informers: list[informer.Informer]
     guard: auth.Guard
-    agent_tokens: auth.AgentTokens
     limiter: ratelimit.FailureLimiter
     #: How long an IP claim without its Host stands (claims.GRACE_SECONDS; tests shorten it).
     claim_grace_seconds: float = claims.GRACE_SECONDS
@@ -229,8 +228,10 @@ async def register_host(request: web.Request) -> web.Response:
     await _refuse_cached_duplicate(services, spec.ip_address)
     # The claim is what makes the check hold across replicas: one create of its name succeeds.
     claim = await claims.acquire(services.kube, spec.ip_address, _new_host_id(), grace=services.claim_grace_seconds)
+    # The token is born here and leaves only in the answer: the Host keeps its digest.
+    token = tokens.generate()
     try:
-        created = await _create_host(services, spec, body.labels, claim["data"]["host"])
+        created = await _create_host(services, spec, body.labels, claim["data"]["host"], tokens.digest(token))
     except Exception:
         await claims.release(services.kube, claim)
         raise
@@ -247,11 +248,6 @@ async def register_host(request: web.Request) -> web.Response:
         await _undo_registration(services, name, claim)
         raise
     services.hosts.apply(created)
-    try:
-        token = await _issue_token(services, name, created["metadata"]["uid"])
-    except Exception:
-        await _undo_registration(services, name, claim)
-        raise
     data = {"host_id": name, "name": body.name, "status": host.HostState.OFFLINE.value, "agent_token": token}
     return envelope(data, REGISTERED, status=201)
 
@@ -270,7 +266,7 @@ async def _refuse_cached_duplicate(services: Services, ip: str) -> None:
             services.hosts.remove(existing)
             continue
         services.hosts.apply(current)  # drops it if it is being deleted, re-indexes it if its IP changed
-        moved = translate.normalised_ip(str((current.get("spec") or {}).get("ipAddress", ""))) != ip
+        moved = formats.same_ip_key(str((current.get("spec") or {}).get("ipAddress", ""))) != ip
         if not current["metadata"].get("deletionTimestamp") and not moved:
             raise errors.FacadeError(errors.DUPLICATE_IP, f"{ip} is registered as {name}")
 
@@ -279,11 +275,13 @@ def _new_host_id() -> str:
     return "host-" + "".join(secrets.choice(HOST_ID_ALPHABET) for _ in range(10))
 
 
-async def _create_host(services: Services, spec: host.HostSpec, labels: dict[str, str], name: str) -> informer.Obj:
+async def _create_host(
+    services: Services, spec: host.HostSpec, labels: dict[str, str], name: str, token_digest: bytes
+) -> informer.Obj:
     """Create the Host, as `name` (the name its claim announces) unless that is taken."""
     for _ in range(HOST_ID_ATTEMPTS):
         try:
-            return await services.kube.create_host(translate.host_manifest(name, spec, labels))
+            return await services.kube.create_host(translate.host_manifest(name, spec, labels, token_digest))
         except kubeapi.ApiException as error:
             if error.status != 409:
                 raise
@@ -292,26 +290,8 @@ async def _create_host(services: Services, spec: host.HostSpec, labels: dict[str
     raise errors.FacadeError(errors.CONFLICT, "no free host id was found")
 
 
-async def _issue_token(services: Services, name: str, uid: str) -> str:
-    """Create the host's token Secret; if the operator was quicker, return the token it issued."""
-    token = tokens.generate()
-    manifest = tokens.secret_manifest(host_name=name, host_uid=uid, namespace=services.kube.namespace, token=token)
-    try:
-        services.agent_tokens.remember(await services.kube.create_secret(manifest))
-        return token
-    except kubeapi.ApiException as error:
-        if error.status != 409:
-            raise
-    existing = await services.kube.read_secret(tokens.secret_name(name))
-    services.agent_tokens.remember(existing)
-    issued = tokens.token_from_secret(existing)
-    if issued is None:
-        raise errors.FacadeError(errors.CONFLICT, "the host's token Secret holds no token")
-    return issued
-
-
 async def _undo_registration(services: Services, name: str, claim: informer.Obj | None) -> None:
-    """A host without a token cannot heartbeat: take it back rather than leave it half-registered.
+    """A registration that cannot finish takes its Host back rather than leave it half-registered.
 
     Its claim goes only once the API has taken the Host's deletion: while the Host may still
     live, the claim (bound to it, or naming it) must keep its IP taken.
@@ -422,7 +402,9 @@ async def heartbeat(request: web.Request) -> web.Response:
     await services.guard.require_agent(request, host_id)
     body = await read_body(request, schemas.Heartbeat, services.settings.max_body_bytes)
     try:
-        updated = await services.kube.patch_host_status(host_id, translate.heartbeat_patch(body, translate.now()))
+        updated = await services.kube.patch_host_status(
+            host_id, translate.heartbeat_patch(body, formats.rfc3339(formats.now()))
+        )
     except kubeapi.ApiException as error:
         raise _not_found_or(error, host_id) from None
     services.hosts.apply(updated)
@@ -448,8 +430,12 @@ def add_routes(app: web.Application) -> None:
 
 
 def host_indexers() -> dict[str, informer.Indexer]:
-    """Hosts by normalised IP address (for the duplicate check)."""
-    return {"ip": lambda obj: [translate.normalised_ip(str((obj.get("spec") or {}).get("ipAddress", "")))]}
+    """Hosts by normalised IP address (for the duplicate check) and by agent-token digest."""
+    name, by_digest = auth.TOKEN_INDEX
+    return {
+        "ip": lambda obj: [formats.same_ip_key(str((obj.get("spec") or {}).get("ipAddress", "")))],
+        name: by_digest,
+    }
 
 
 def gpu_indexers() -> dict[str, informer.Indexer]:

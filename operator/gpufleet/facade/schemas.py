@@ -8,13 +8,12 @@ speed, and the tests check those dicts against these models through the served O
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Self
 
 import pydantic
 
-from gpufleet.api import gpu, host, meta
+from gpufleet.api import formats, gpu, host, meta
 
 INT64_MAX = 2**63 - 1
 
@@ -58,13 +57,6 @@ def _check_text(value: str) -> str:
     return value
 
 
-def _check_ip(value: str) -> str:
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not a valid IPv4 or IPv6 address") from None
-
-
 Count = Annotated[int, pydantic.Field(ge=0, le=INT64_MAX)]
 Amount = Annotated[float, pydantic.Field(ge=0, allow_inf_nan=False)]
 _PLAIN_TEXT = (pydantic.AfterValidator(_check_text), pydantic.Field(json_schema_extra={"pattern": TEXT_PATTERN}))
@@ -100,7 +92,7 @@ class RegisterHost(_Request):
     """Display name, e.g. `GPU-Server-01`."""
     ip_address: Annotated[
         str,
-        pydantic.AfterValidator(_check_ip),
+        pydantic.AfterValidator(formats.normalised_ip),
         pydantic.Field(json_schema_extra={"anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
     ]
     """IPv4 or IPv6 address; unique in the fleet (409 when another host has it)."""

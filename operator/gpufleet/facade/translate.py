@@ -8,12 +8,11 @@ strings). Fields a Host does not have yet read as their documented defaults: `of
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 from typing import Any
 
-from gpufleet.api import gpu, host, meta
+from gpufleet import tokens
+from gpufleet.api import formats, gpu, host, meta
 from gpufleet.facade import schemas
 
 Obj = dict[str, Any]
@@ -24,33 +23,16 @@ def gpu_id(uid: str) -> int:
     return int.from_bytes(hashlib.sha256(uid.encode("utf-8")).digest()[:7], "big") >> 4
 
 
-def normalised_ip(value: str) -> str:
-    """The canonical text of an IP address, so `::0:1` and `::1` count as the same host."""
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        return value
-
-
 def user_labels(labels: dict[str, str] | None) -> dict[str, str]:
     return {key: value for key, value in (labels or {}).items() if not key.startswith(schemas.SYSTEM_LABEL_PREFIX)}
 
 
 def rfc3339(value: str | None) -> str | None:
-    """A Kubernetes timestamp as the document writes them: UTC, seconds, `Z`."""
+    """A Kubernetes timestamp as the document writes them: UTC, seconds, `Z` (as is when malformed)."""
     if not value:
         return None
-    try:
-        parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.UTC)
-    return parsed.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    parsed = formats.parse_time(value)
+    return formats.rfc3339(parsed) if parsed is not None else value
 
 
 def _number(value: Any) -> int | float:
@@ -131,8 +113,9 @@ def host_spec(body: schemas.RegisterHost) -> host.HostSpec:
     )
 
 
-def host_manifest(name: str, spec: host.HostSpec, labels: dict[str, str]) -> Obj:
-    metadata: Obj = {"name": name}
+def host_manifest(name: str, spec: host.HostSpec, labels: dict[str, str], token_digest: bytes) -> Obj:
+    """The Host a REST registration creates, carrying the digest of the agent token it returns."""
+    metadata: Obj = {"name": name, "annotations": {tokens.DIGEST_ANNOTATION: token_digest.hex()}}
     if labels:
         metadata["labels"] = labels
     return {"apiVersion": meta.API_VERSION, "kind": host.KIND, "metadata": metadata, "spec": spec.to_k8s()}
