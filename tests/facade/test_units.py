@@ -167,3 +167,24 @@ class TestClaims:
         assert claims.holds(unbound, "10.0.0.7", _host(), _NOW, 30).holds  # created, not bound yet
         assert not claims.holds(unbound, "10.0.0.7", _host(deleting=True), _NOW, 30).holds
         assert claims.holds(_claim(created="garbled"), "10.0.0.7", None, _NOW, 30).holds
+
+
+def test_the_openapi_document_is_the_route_table() -> None:
+    """Every documented operation is served by its handler, and nothing else of the API is."""
+    from aiohttp import web
+
+    from gpufleet.facade import openapi, routes
+    from gpufleet.settings import Settings
+
+    document = openapi.document(Settings())
+    app = web.Application()
+    routes.add_routes(app, document)
+    served = {(route.method, route.resource.canonical) for route in app.router.routes() if route.resource}
+    documented = {
+        (method.upper(), path) for path, item in document["paths"].items() for method in item if method != "parameters"
+    }
+    assert served == documented and len(served) == 7
+    operation_ids = {
+        op["operationId"] for item in document["paths"].values() for m, op in item.items() if m != "parameters"
+    }
+    assert operation_ids == set(routes.HANDLERS)

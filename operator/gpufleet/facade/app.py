@@ -35,8 +35,8 @@ def create_app(settings: Settings, *, kubeconfig: str | None = None) -> web.Appl
         tokens_file = services.guard.callers
         watch = reload.FileWatch("static tokens file", [tokens_file.path], tokens_file.reload)
         app.cleanup_ctx.append(lambda app: _watching(watch, settings.reload_interval_seconds))
-    routes.add_routes(app)
     document = openapi.document(settings)
+    routes.add_routes(app, document)
 
     async def serve_document(request: web.Request) -> web.Response:
         return errors.json_response(document)

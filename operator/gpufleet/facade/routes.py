@@ -17,6 +17,7 @@ import json
 import math
 import secrets
 import string
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pydantic
@@ -419,14 +420,27 @@ def _not_found_or(error: kubeapi.ApiException, host_id: str) -> Exception:
     return error
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/api/v1/hosts", register_host)
-    app.router.add_get("/api/v1/hosts", list_hosts, allow_head=False)
-    app.router.add_get("/api/v1/hosts/{host_id}", get_host, allow_head=False)
-    app.router.add_put("/api/v1/hosts/{host_id}", update_host)
-    app.router.add_delete("/api/v1/hosts/{host_id}", delete_host)
-    app.router.add_get("/api/v1/hosts/{host_id}/gpus", list_gpus, allow_head=False)
-    app.router.add_post("/api/v1/hosts/{host_id}/heartbeat", heartbeat)
+#: The handler of each operation of the OpenAPI document, by operationId.
+HANDLERS: dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
+    "registerHost": register_host,
+    "listHosts": list_hosts,
+    "getHost": get_host,
+    "updateHost": update_host,
+    "deleteHost": delete_host,
+    "listHostGpus": list_gpus,
+    "heartbeat": heartbeat,
+}
+_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def add_routes(app: web.Application, document: dict[str, Any]) -> None:
+    """Route every operation of the OpenAPI document to its handler: the document is the one
+    route table, so a path cannot be served without being documented, nor documented unserved."""
+    for path, item in document["paths"].items():
+        for method in _METHODS:
+            if method in item:
+                handler = HANDLERS[item[method]["operationId"]]  # KeyError: an operation without a handler
+                app.router.add_route(method.upper(), path, handler)
 
 
 def host_indexers() -> dict[str, informer.Indexer]:
