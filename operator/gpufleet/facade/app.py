@@ -44,7 +44,7 @@ def create_app(settings: Settings, *, kubeconfig: str | None = None) -> web.Appl
     app.router.add_get(openapi.PATH, serve_document, allow_head=False)
     app.router.add_get("/healthz", _healthz, allow_head=False)
     app.router.add_get("/readyz", _readyz, allow_head=False)
-    app.router.add_get("/metrics", app_metrics.handler, allow_head=False)
+    app.router.add_get("/metrics", app_metrics.handler(), allow_head=False)
     return app
 
 

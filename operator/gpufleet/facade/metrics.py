@@ -7,9 +7,11 @@ operator, with its own metrics) in one process without name clashes.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 import prometheus_client
 from aiohttp import web
+from prometheus_client import aiohttp as prometheus_aiohttp
 
 from gpufleet import informer
 from gpufleet.facade import errors
@@ -75,9 +77,9 @@ class Metrics:
             self.requests.labels(route, method, str(status)).inc()
             self.latency.labels(route, method).observe(time.perf_counter() - started)
 
-    async def handler(self, request: web.Request) -> web.Response:
-        """`GET /metrics` in the Prometheus text format."""
-        return web.Response(
-            body=prometheus_client.generate_latest(self.registry),
-            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+    def handler(self) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """`GET /metrics`: prometheus-client's own aiohttp handler (text or OpenMetrics, gzip)."""
+        serve: Callable[[web.Request], Awaitable[web.StreamResponse]] = prometheus_aiohttp.make_aiohttp_handler(
+            self.registry
         )
+        return serve
