@@ -92,6 +92,29 @@ def user_of(access: AccessTable, authorization: str) -> UserInfo:
     return UserInfo(user["username"], tuple(user.get("groups") or ()), extra, user.get("uid", ""))
 
 
+def impersonated(access: AccessTable, user: UserInfo, users: list[str], groups: list[str]) -> UserInfo:
+    """The user named by ``Impersonate-User``/``Impersonate-Group`` headers (``kubectl --as``).
+
+    kubectl sends no bearer token over plain HTTP, so impersonation is how a test asks what
+    another user may do (``kubectl auth can-i --as``). As in kube-apiserver, the caller needs
+    ``impersonate`` on ``users`` (system:masters has it); otherwise 403.
+    """
+    if not users:
+        return user
+    name = users[0]
+    review = {"spec": {"user": user.username, "groups": list(user.groups), "resourceAttributes": {}}}
+    review["spec"]["resourceAttributes"] = {"verb": "impersonate", "group": "", "resource": "users", "name": name}
+    if not access.access_review(review)["status"]["allowed"]:
+        raise ApiError(
+            403,
+            "Forbidden",
+            f'users "{name}" is forbidden: User "{user.username}" cannot impersonate resource "users" '
+            'in API group "" at the cluster scope',
+            {"name": name, "kind": "users"},
+        )
+    return UserInfo(name, (*groups, "system:authenticated"))
+
+
 @dataclasses.dataclass(frozen=True)
 class Attributes:
     """One write as admission sees it."""

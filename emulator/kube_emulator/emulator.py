@@ -20,8 +20,10 @@ import aiohttp.web
 
 from . import (
     admission,
+    applying,
     discovery,
     listing,
+    managedfields,
     objects,
     patching,
     routing,
@@ -41,6 +43,8 @@ from .store import Collection, ObjectKey, Store
 JsonObj = dict[str, Any]
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
+_FORCE_FORBIDDEN = "Forbidden: may not be specified for non-apply patch"
+_OPTIONS = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
 _DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
 
@@ -203,7 +207,9 @@ class Emulator:
             return _json(ApiError(500, "InternalError", f"emulator error: {exc!r}").body(), 500)
 
     async def _dispatch(self, request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        admission.CURRENT_USER.set(admission.user_of(self.access, request.headers.get("Authorization", "")))
+        user = admission.user_of(self.access, request.headers.get("Authorization", ""))
+        users, groups = request.headers.getall("Impersonate-User", []), request.headers.getall("Impersonate-Group", [])
+        admission.CURRENT_USER.set(admission.impersonated(self.access, user, users, groups))
         route = routing.parse(request.path)
         method = request.method
         if route is None:
@@ -227,14 +233,22 @@ class Emulator:
                 selectors.field_selector(query.get("fieldSelector"), resource.field_labels),
             )
             if watching.query_flag(query, "watch"):
-                return await watching.stream(request, coll, route.namespace, predicate, query, lambda: self.store.rv)
+                rows = tables.WatchRows(resource, query.get("includeObject"))
+                render = rows.line if tables.wanted(request.headers.get("Accept", "")) else None
+                return await watching.stream(
+                    request, coll, route.namespace, predicate, query, lambda: self.store.rv, render
+                )
             found = listing.page(coll, resource, route.namespace, predicate, query, self.store.rv)
             if tables.wanted(request.headers.get("Accept", "")):
                 found = tables.table(resource, found["items"], found["metadata"], query.get("includeObject"))
             return _json(found)
-        body = await self._body(request) if method in ("POST", "PUT", "PATCH") else None
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+        body = await self._body(request, content_type) if method in ("POST", "PUT", "PATCH") else None
+        manager = managedfields.manager_of(query, request.headers.get("User-Agent", ""))
+        if method in ("POST", "PUT", "PATCH"):
+            managedfields.check_manager(query, _OPTIONS[method])
         if method == "POST" and route.name is None:
-            return self._create(resource, route.namespace, body, query)
+            return self._create(resource, route.namespace, body, query, manager)
         if route.name is None:
             if method == "DELETE":
                 return _json(self._delete_collection(coll, resource, route.namespace, query))
@@ -247,26 +261,38 @@ class Emulator:
                 return _json(tables.table(resource, [obj], rv, query.get("includeObject")))
             return _json(obj)
         if method == "PUT":
-            return _json(self._write(coll, resource, key, route.subresource, body, query, patch_type=None))
+            return _json(self._write(coll, resource, key, route.subresource, body, query, None, manager))
+        if method == "PATCH" and content_type == patching.APPLY:
+            return self._apply(coll, resource, key, route.subresource, body, query)
         if method == "PATCH":
-            content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
-            return _json(self._write(coll, resource, key, route.subresource, body, query, content_type))
+            if "force" in query:
+                cause = {"reason": "FieldValueForbidden", "field": "force", "message": _FORCE_FORBIDDEN}
+                raise invalid("PatchOptions.meta.k8s.io", "", [cause])
+            return _json(self._write(coll, resource, key, route.subresource, body, query, content_type, manager))
         if method == "DELETE":
-            raw = await request.read()
-            options = json.loads(raw) if raw else {}
+            options = await self._delete_options(request)
             self._check_delete(resource, coll, key)
             return _json(listing.present(resource, self._life.delete(coll, key, options)))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed")
 
-    async def _body(self, request: aiohttp.web.BaseRequest) -> Any:
-        content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
-        if content_type == patching.APPLY:
-            raise ApiError(415, "UnsupportedMediaType", "server-side apply is not supported by the emulator")
+    async def _body(self, request: aiohttp.web.BaseRequest, content_type: str) -> Any:
         raw = await request.read()
+        if content_type == patching.APPLY:
+            return applying.parse(raw)
         try:
             return json.loads(raw) if raw else {}
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise bad_request(f"the request body is not JSON: {exc}") from None
+
+    async def _delete_options(self, request: aiohttp.web.BaseRequest) -> JsonObj:
+        raw = await request.read()
+        try:
+            options = json.loads(raw) if raw else {}
+        except (ValueError, RecursionError) as exc:
+            raise bad_request(f"the request body is not JSON: {exc}") from None
+        if not isinstance(options, dict):
+            raise bad_request("DeleteOptions must be a JSON object")
+        return options
 
     def _discovery(self, route: routing.Route) -> aiohttp.web.Response:
         doc: JsonObj | None
@@ -291,11 +317,23 @@ class Emulator:
     # ----- writes ---------------------------------------------------------------------------------------
 
     def create_object(
-        self, resource: ResourceDef, namespace: str | None, body: JsonObj, dry_run: bool = False, strict: bool = False
+        self,
+        resource: ResourceDef,
+        namespace: str | None,
+        body: JsonObj,
+        dry_run: bool = False,
+        strict: bool = False,
+        manager: str | None = None,
+        applied: list[JsonObj] | None = None,
     ) -> JsonObj:
-        """Create as a POST does (also used by :meth:`EmulatedCluster.apply_crd`)."""
+        """Create as a POST does (also used by :meth:`EmulatedCluster.apply_crd`).
+
+        ``manager`` owns the new fields (an Update entry); ``applied`` is the managedFields of a
+        server-side apply that creates the object instead.
+        """
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
+        objects.check_metadata(body)
         meta = body.get("metadata") or {}
         if resource.namespaced:
             if namespace and meta.get("namespace") and meta["namespace"] != namespace:
@@ -338,24 +376,64 @@ class Emulator:
         if key in coll.objects:
             raise already_exists(resource.qualified, name)
         obj = self._admit(resource, objects.new_object(resource, body, namespace, name), name, strict)
+        if applied is not None:
+            obj = managedfields.with_entries(obj, applied)
+        elif manager is not None:
+            obj = managedfields.record_update(resource, None, obj, manager, None)
         self._admission.check(admission.Attributes("CREATE", resource, None, namespace, name, obj, None, dry_run))
         return obj if dry_run else self._life.commit(coll, key, obj, None, "ADDED")
 
     def _create(
-        self, resource: ResourceDef, namespace: str | None, body: Any, query: Mapping[str, str]
+        self, resource: ResourceDef, namespace: str | None, body: Any, query: Mapping[str, str], manager: str
     ) -> aiohttp.web.Response:
+        if not resource.stored and not isinstance(body, dict):
+            raise bad_request("the request body must be a JSON object")
         if resource.plural == "tokenreviews":
             return _json(self.access.token_review(body), 201)
         if resource.plural == "subjectaccessreviews":
             return _json(self.access.access_review(body), 201)
+        if resource.plural == "selfsubjectaccessreviews":
+            user = admission.CURRENT_USER.get()
+            return _json(self.access.self_access_review(body, user.username, user.groups), 201)
         obj = self.create_object(
             resource,
             namespace,
             body,
             dry_run=bool(query.get("dryRun")),
             strict=query.get("fieldValidation") == "Strict",
+            manager=manager,
         )
         return _json(listing.present(resource, obj), 201)
+
+    def _apply(
+        self,
+        coll: Collection,
+        resource: ResourceDef,
+        key: ObjectKey,
+        subresource: str | None,
+        body: Any,
+        query: Mapping[str, str],
+    ) -> aiohttp.web.Response:
+        """Server-side apply: create the object if missing, else merge into it (see applying.py)."""
+        if not resource.stored:
+            raise ApiError(405, "MethodNotAllowed", f"{resource.qualified} can only be created")
+        applying.check_request(resource, key[1], body, query)
+        manager = query["fieldManager"]
+        if key in coll.objects:
+            return _json(self._write(coll, resource, key, subresource, body, query, patching.APPLY, manager))
+        if subresource is not None:
+            raise not_found(resource.qualified, key[1])
+        obj = applying.apply(resource, None, body, manager, watching.query_flag(query, "force"), None)
+        obj = {**obj, "metadata": {**obj["metadata"], "name": key[1]}}
+        created = self.create_object(
+            resource,
+            key[0] or None,
+            obj,
+            dry_run=bool(query.get("dryRun")),
+            strict=query.get("fieldValidation") == "Strict",
+            applied=obj["metadata"].get("managedFields") or [],
+        )
+        return _json(listing.present(resource, created), 201)
 
     def _admit(self, resource: ResourceDef, obj: JsonObj, name: str, strict: bool = False) -> JsonObj:
         """Prune, default and validate a custom object; establish a CRD."""
@@ -388,11 +466,14 @@ class Emulator:
                 raise bad_request("a merge patch must be a JSON object")
             result = patching.merge_patch(old, body)
         else:
+            accepted = [patching.JSON_PATCH, patching.MERGE, patching.APPLY]
+            if resource in BUILTINS:
+                accepted.insert(2, patching.STRATEGIC)
             raise ApiError(
                 415,
                 "UnsupportedMediaType",
-                f"the body of the request was in an unknown format - accepted media types include: "
-                f"{patching.JSON_PATCH}, {patching.MERGE}",
+                "the body of the request was in an unknown format - accepted media types include: "
+                + ", ".join(accepted),
             )
         if not isinstance(result, dict):
             raise bad_request("the patch did not produce an object")
@@ -407,24 +488,41 @@ class Emulator:
         body: Any,
         query: Mapping[str, str],
         patch_type: str | None,
+        manager: str | None = None,
     ) -> JsonObj:
-        """PUT (``patch_type`` None) or PATCH of an object or of its status."""
+        """PUT (``patch_type`` None), PATCH or server-side apply of an object or of its status."""
         if not resource.stored:
             raise ApiError(405, "MethodNotAllowed", f"{resource.qualified} can only be created")
         old = self._life.get(coll, key)
         if patch_type is None:
             if not isinstance(body, dict):
                 raise bad_request("the request body must be a JSON object")
+            objects.check_metadata(body)
             sent_name = (body.get("metadata") or {}).get("name")
             if sent_name and sent_name != key[1]:
                 raise bad_request(f"the name of the object ({sent_name}) does not match the name on the URL ({key[1]})")
+            missing = objects.missing_version(resource, body)
+            if missing is not None:
+                raise invalid(resource.kind_group, key[1], [missing])
             candidate = body
+        elif patch_type == patching.APPLY:
+            force = watching.query_flag(query, "force")
+            candidate = applying.apply(resource, old, body, manager or "", force, subresource)
         else:
             candidate = self._patched(resource, old, body, patch_type)
-        if objects.rv_conflicts(old, candidate):
+        objects.check_metadata(candidate)
+        if objects.rv_conflicts(old, body if patch_type == patching.APPLY else candidate):
             raise conflict(resource.qualified, key[1])
         strict = query.get("fieldValidation") == "Strict"
         new = self._admit(resource, objects.merged_update(resource, old, candidate, subresource), key[1], strict)
+        forbidden = objects.new_finalizers_while_deleting(old, new)
+        if forbidden is not None:
+            raise invalid(resource.kind_group, key[1], [forbidden])
+        sent_fields = (candidate.get("metadata") or {}).get("managedFields")
+        if patch_type == patching.APPLY:
+            new = managedfields.with_entries(new, sent_fields or [])
+        else:
+            new = managedfields.record_update(resource, old, new, manager, subresource, sent_fields)
         dry_run = bool(query.get("dryRun"))
         self._admission.check(
             admission.Attributes("UPDATE", resource, subresource, key[0] or None, key[1], new, old, dry_run)

@@ -9,11 +9,13 @@ status subresource keeps ``.status`` and the rest of the object apart.
 from __future__ import annotations
 
 import datetime
+import json
 import random
 import re
 import uuid
 from typing import Any
 
+from .errors import bad_request
 from .resources import ResourceDef
 
 JsonObj = dict[str, Any]
@@ -112,3 +114,56 @@ def is_released(obj: JsonObj) -> bool:
     """Marked for deletion and no finalizer left: the object must go now."""
     meta = obj["metadata"]
     return bool(meta.get("deletionTimestamp")) and not meta.get("finalizers")
+
+
+def check_metadata(body: JsonObj) -> None:
+    """400 for metadata of the wrong shape, as kube's decoding into ObjectMeta answers.
+
+    Patches can produce any JSON; without this a ``metadata`` string or a label list would be
+    stored and break every later reader (selectors, garbage collection), or fail with a 500.
+    """
+    meta = body.get("metadata")
+    if meta is None:
+        return
+    if not isinstance(meta, dict):
+        raise bad_request(f"metadata: expected an object, got {json.dumps(meta)[:100]}")
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
+        if value is not None and (not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values())):
+            raise bad_request(f"metadata.{key}: expected a map of strings")
+    for key in ("name", "generateName", "namespace", "resourceVersion"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise bad_request(f"metadata.{key}: expected a string")
+    finalizers = meta.get("finalizers")
+    if finalizers is not None and (not isinstance(finalizers, list) or not all(isinstance(f, str) for f in finalizers)):
+        raise bad_request("metadata.finalizers: expected a list of strings")
+    owners = meta.get("ownerReferences")
+    if owners is not None and (not isinstance(owners, list) or not all(isinstance(o, dict) for o in owners)):
+        raise bad_request("metadata.ownerReferences: expected a list of objects")
+
+
+def missing_version(resource: ResourceDef, body: JsonObj) -> JsonObj | None:
+    """The 422 cause of a PUT without resourceVersion where kube forbids unconditional updates (CRs)."""
+    if resource.unconditional_update or (body.get("metadata") or {}).get("resourceVersion"):
+        return None
+    return {
+        "reason": "FieldValueInvalid",
+        "field": "metadata.resourceVersion",
+        "message": "Invalid value: 0x0: must be specified for an update",
+    }
+
+
+def new_finalizers_while_deleting(old: JsonObj, new: JsonObj) -> JsonObj | None:
+    """The 422 cause kube's ObjectMeta update validation gives a finalizer added after deletion began."""
+    if not old["metadata"].get("deletionTimestamp"):
+        return None
+    added = sorted(set(new["metadata"].get("finalizers") or ()) - set(old["metadata"].get("finalizers") or ()))
+    if not added:
+        return None
+    shown = ", ".join(json.dumps(name) for name in added)  # Go's %#v of a []string
+    return {
+        "reason": "FieldValueForbidden",
+        "field": "metadata.finalizers",
+        "message": "Forbidden: no new finalizers can be added if the object is being deleted, "
+        f"found new finalizers []string{{{shown}}}",
+    }

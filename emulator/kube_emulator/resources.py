@@ -34,6 +34,8 @@ class ResourceDef:
     """Field-selector keys beyond metadata.name and metadata.namespace."""
     verbs: tuple[str, ...] = ALL_VERBS
     stored: bool = True  # reviews are answered, never stored
+    unconditional_update: bool = True
+    """Whether a PUT may omit resourceVersion: yes for built-ins, no for custom resources (kube's strategies)."""
 
     @property
     def api_version(self) -> str:
@@ -109,6 +111,15 @@ BUILTINS: tuple[ResourceDef, ...] = (
     ),
     # Stored, never enforced (the emulator's AccessTable does authorisation): served so that the
     # chart's ServiceAccounts and RBAC objects can be installed and read back as on a cluster.
+    _builtin(
+        "authorization.k8s.io",
+        "v1",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+        False,
+        verbs=("create",),
+        stored=False,
+    ),
     _builtin("", "v1", "serviceaccounts", "ServiceAccount", True, shortnames=("sa",)),
     _builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
     _builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", False),
@@ -159,6 +170,7 @@ def from_crd(crd: JsonObj) -> list[ResourceDef]:
                 status_subresource="status" in (version.get("subresources") or {}),
                 schema=(version.get("schema") or {}).get("openAPIV3Schema"),
                 printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
+                unconditional_update=False,
             )
         )
     return defs

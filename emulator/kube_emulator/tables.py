@@ -3,13 +3,16 @@
 kubectl asks for Tables and prints whatever columns the server sends; without this it falls back
 to NAME and AGE. Columns follow the apiserver's rules for custom resources: NAME, then the CRD
 version's ``additionalPrinterColumns`` (AGE alone when it declares none), ``date`` cells shown as
-an age. Column paths are the simple ``.a.b[0]`` form; one the emulator cannot follow prints
-``<none>``, as a missing field would.
+an age. Watches asked for Tables get one per event, the column definitions on the first only, as
+kube-apiserver sends them, so ``kubectl get -w`` prints the same columns for every update. Column
+paths are the simple ``.a.b[0]`` form; one the emulator cannot follow prints ``<none>``, as a
+missing field would.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -139,3 +142,21 @@ def table(
         "columnDefinitions": definitions,
         "rows": rows,
     }
+
+
+class WatchRows:
+    """Renders one watch stream's events as one-row Tables (headers only on the first, as kube does)."""
+
+    def __init__(self, resource: ResourceDef, include_object: str | None) -> None:
+        self.resource = resource
+        self.include_object = include_object
+        self._headers_sent = False
+
+    def line(self, event_type: str, obj: JsonObj) -> bytes:
+        shown = {**obj, "apiVersion": self.resource.api_version}
+        rv = {"resourceVersion": obj.get("metadata", {}).get("resourceVersion", "")}
+        answer = table(self.resource, [shown], rv, self.include_object)
+        if self._headers_sent:
+            answer["columnDefinitions"] = None
+        self._headers_sent = True
+        return json.dumps({"type": event_type, "object": answer}).encode() + b"\n"

@@ -20,6 +20,8 @@ from .errors import ApiError, expired
 from .store import Collection, Event, Predicate, Watcher
 
 JsonObj = dict[str, Any]
+Render = Callable[[str, JsonObj], bytes]
+"""How a watch shows an event other than the plain object (e.g. :class:`tables.WatchRows`)."""
 BOOKMARK_INTERVAL = 5.0
 # The spellings Go's strconv.ParseBool takes as true: clients send "true", "1" or Python's "True".
 _TRUE = frozenset({"1", "t", "T", "true", "TRUE", "True"})
@@ -53,6 +55,7 @@ async def stream(
     predicate: Predicate | None,
     query: Mapping[str, str],
     current_rv: Callable[[], int],
+    render: Render | None = None,
 ) -> aiohttp.web.StreamResponse:
     """Serve one watch request until timeoutSeconds, a dropped watch or a disconnect."""
     response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
@@ -67,7 +70,7 @@ async def stream(
         return response
     coll.watchers.add(watcher)
     try:
-        await _pump(response, watcher, backlog, query, coll, current_rv)
+        await _pump(response, watcher, backlog, query, coll, current_rv, render)
     finally:
         coll.watchers.discard(watcher)
     await response.write_eof()
@@ -81,9 +84,13 @@ async def _pump(
     query: Mapping[str, str],
     coll: Collection,
     current_rv: Callable[[], int],
+    render: Render | None,
 ) -> None:
+    def line(event: Event) -> bytes:
+        return event.line if render is None else render(event.type, event.obj)
+
     if backlog:
-        await response.write(b"".join(event.line for event in backlog))
+        await response.write(b"".join(line(event) for event in backlog))
     timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else None
     deadline = time.monotonic() + timeout if timeout is not None else None
     bookmarks = query_flag(query, "allowWatchBookmarks")
@@ -105,7 +112,7 @@ async def _pump(
         batch = [first]
         while not watcher.queue.empty():
             batch.append(watcher.queue.get_nowait())
-        lines = [event.line for event in batch if event is not None]
+        lines = [line(event) for event in batch if event is not None]
         if lines:
             await response.write(b"".join(lines))
         if None in batch:

@@ -7,6 +7,8 @@ against a real cluster (TLS, tokens) and the emulator alike; the CRDs are test-o
 from __future__ import annotations
 
 import json
+import pathlib
+import subprocess
 from typing import Any
 
 GROUP = "testing.gpufleet.io"
@@ -27,6 +29,19 @@ WIDGET_SCHEMA: dict[str, Any] = {
                 "seenAt": {"type": "string", "format": "date-time", "nullable": True},
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                 "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                # List types for server-side apply: merged by key, merged by value, replaced whole.
+                "ports": {
+                    "type": "array",
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["name"],
+                    "items": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}, "port": {"type": "integer"}},
+                    },
+                },
+                "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+                "hosts": {"type": "array", "items": {"type": "string"}},
             },
         },
         "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
@@ -73,6 +88,11 @@ GADGET_CRD = _crd(
 )
 
 
+APPLY = "application/apply-patch+yaml"
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+AUTH = ["BearerToken"]
+
+
 class Api:
     """Raw calls answering ``(status, body)``, errors included, through the kubernetes client."""
 
@@ -111,19 +131,36 @@ class Api:
         assert 200 <= status < 300, (status, answer)
         return answer
 
+    def raw(self, method: str, path: str, data: bytes, content_type: str | None, **query: Any) -> tuple[int, Any]:
+        """Send ``data`` byte for byte (the client would re-encode a str body for JSON content types)."""
+        params = [(key, str(value)) for key, value in query.items() if value is not None]
+        _, url, headers, _, _ = self.client.param_serialize(
+            method, path, query_params=params, header_params={"Accept": "application/json"}, auth_settings=AUTH
+        )
+        if content_type:
+            headers["Content-Type"] = content_type
+        response = self.client.rest_client.pool_manager.request(method, url, body=data, headers=headers)
+        return response.status, json.loads(response.data) if response.data else None
+
+    def apply(self, path: str, config: dict[str, Any], manager: str | None, **query: Any) -> tuple[int, Any]:
+        """A server-side apply of ``config`` (sent as JSON, which is YAML), as kubectl sends it."""
+        data = json.dumps(config).encode()
+        return self.raw("PATCH", path, data, APPLY, fieldManager=manager, **query)
+
     def table(self, path: str, **query: Any) -> Any:
         """A GET answered as a meta.k8s.io/v1 Table, asked for as kubectl asks."""
-        accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
-        response = self._send("GET", path, None, {"Accept": accept}, query)
+        response = self._send("GET", path, None, {"Accept": TABLE}, query)
         assert response.status == 200, response.read()
         return json.loads(response.read())
 
-    def watch(self, path: str, count: int, timeout: float = 5, **query: Any) -> list[dict[str, Any]]:
+    def watch(
+        self, path: str, count: int, timeout: float = 5, accept: str = "application/json", **query: Any
+    ) -> list[dict[str, Any]]:
         """The first ``count`` events of a watch (fewer if it ends first)."""
         from kubernetes.watch.watch import iter_resp_lines
 
         query = {"watch": "true", "timeoutSeconds": int(timeout), **query}
-        response = self._send("GET", path, None, {"Accept": "application/json"}, query, timeout + 5).response
+        response = self._send("GET", path, None, {"Accept": accept}, query, timeout + 5).response
         events: list[dict[str, Any]] = []
         try:
             for line in iter_resp_lines(response):
@@ -137,3 +174,15 @@ class Api:
 
 def widget(name: str, size: int = 1, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": name}, "spec": {"size": size, **spec}}
+
+
+def kubectl(kubeconfig: pathlib.Path | str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run kubectl against the cluster under test; the caller checks the return code."""
+    return subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        input=stdin,
+    )

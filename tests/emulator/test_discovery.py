@@ -30,6 +30,7 @@ def test_core_discovery_lists_what_kopf_needs(api: Api) -> None:
         ("apiextensions.k8s.io", "v1", "customresourcedefinitions"),
         ("authentication.k8s.io", "v1", "tokenreviews"),
         ("authorization.k8s.io", "v1", "subjectaccessreviews"),
+        ("authorization.k8s.io", "v1", "selfsubjectaccessreviews"),
         ("events.k8s.io", "v1", "events"),
         ("rbac.authorization.k8s.io", "v1", "clusterroles"),
         ("rbac.authorization.k8s.io", "v1", "rolebindings"),

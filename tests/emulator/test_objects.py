@@ -87,3 +87,28 @@ def test_cluster_scoped_custom_objects(api: Api, test_crds: None) -> None:
     assert "namespace" not in created["metadata"]
     assert created["spec"] == {"x": 1}
     api.ok("DELETE", f"{GADGETS}/{created['metadata']['name']}")
+
+
+def test_a_custom_resource_put_needs_a_resource_version(api: Api, widgets: str) -> None:
+    api.ok("POST", widgets, widget("w1"))
+    status, body = api("PUT", f"{widgets}/w1", widget("w1", size=2))
+    assert status == 422 and body["reason"] == "Invalid"
+    assert body["message"] == (
+        'Widget.testing.gpufleet.io "w1" is invalid: '
+        "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+    )
+    assert body["details"]["causes"] == [
+        {
+            "reason": "FieldValueInvalid",
+            "message": "Invalid value: 0x0: must be specified for an update",
+            "field": "metadata.resourceVersion",
+        }
+    ]
+    assert api.ok("GET", f"{widgets}/w1")["spec"]["size"] == 1
+
+
+def test_a_built_in_put_may_omit_the_resource_version(api: Api, namespace: str) -> None:
+    configmaps = f"/api/v1/namespaces/{namespace}/configmaps"
+    api.ok("POST", configmaps, {"metadata": {"name": "cm"}, "data": {"a": "1"}})
+    replaced = api.ok("PUT", f"{configmaps}/cm", {"metadata": {"name": "cm"}, "data": {"a": "2"}})
+    assert replaced["data"] == {"a": "2"}

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import queue
 import re
+import shutil
+import subprocess
+import threading
+from typing import Any
 
 import pytest
 
 from kube_emulator import tables
 
-from .helpers import GADGETS, Api, widget
+from .helpers import GADGETS, TABLE, Api, widget
 
 AGE = re.compile(r"^\d+s$")
 
@@ -84,3 +89,45 @@ def test_include_object_controls_what_rows_carry(api: Api, widgets: str) -> None
 )
 def test_ages_read_as_kubectl_shows_them(seconds: float, shown: str) -> None:
     assert tables.human_duration(seconds) == shown
+
+
+def test_a_table_watch_sends_one_row_tables(api: Api, widgets: str) -> None:
+    """kube sends the column definitions with the first event only (kubectl get -w prints them once)."""
+    rv = api.ok("GET", widgets)["metadata"]["resourceVersion"]
+    api.ok("POST", widgets, widget("w1", size=2))
+    api.ok("PATCH", f"{widgets}/w1", {"spec": {"size": 7}}, "application/merge-patch+json")
+    events = api.watch(widgets, count=2, accept=TABLE, resourceVersion=rv)
+    assert [e["type"] for e in events] == ["ADDED", "MODIFIED"]
+    first, second = (e["object"] for e in events)
+    assert first["kind"] == second["kind"] == "Table"
+    assert [c["name"] for c in first["columnDefinitions"]] == ["Name", "Size", "Mode", "Seen"]
+    assert second["columnDefinitions"] is None
+    assert second["rows"][0]["cells"] == ["w1", 7, "fast", None]
+    assert second["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+    assert second["metadata"]["resourceVersion"] == second["rows"][0]["object"]["metadata"]["resourceVersion"]
+
+
+def test_a_table_watch_with_include_object(api: Api, widgets: str) -> None:
+    api.ok("POST", widgets, widget("w1", size=3))
+    [event] = api.watch(widgets, count=1, accept=TABLE, includeObject="Object")
+    assert event["type"] == "ADDED"
+    row = event["object"]["rows"][0]
+    assert row["cells"][:2] == ["w1", 3] and row["object"]["kind"] == "Widget"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+def test_kubectl_get_watch_prints_the_columns_of_updates(api: Api, kube: Any, namespace: str, widgets: str) -> None:
+    api.ok("POST", widgets, widget("w1", size=3))
+    command = ["kubectl", "--kubeconfig", str(kube.kubeconfig), "get", "widgets", "-n", namespace, "-w"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()], daemon=True)
+    reader.start()
+    try:
+        assert lines.get(timeout=20).split() == ["NAME", "SIZE", "SEEN"]
+        assert lines.get(timeout=20).split() == ["w1", "3"]
+        api.ok("PATCH", f"{widgets}/w1", {"spec": {"size": 9}}, "application/merge-patch+json")
+        assert lines.get(timeout=20).split() == ["w1", "9"]  # without the Table: "w1 <age>"
+    finally:
+        process.kill()
+        process.wait(timeout=10)
