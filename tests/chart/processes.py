@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from tests.support.ports import free_port  # re-exported: the chart tests call processes.free_port
+
 GPUFLEET = [sys.executable, "-m", "gpufleet"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def answers(url: str) -> int | None:

@@ -27,6 +27,10 @@ SUPPORTED_KUBERNETES = ["1.29.0", "1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.
 #: claim); older versions are supported with it turned off (docs/operations.md "Node restriction").
 NODE_RESTRICTION_SINCE = "1.30.0"
 
+#: facade.layout: the facade in pods of its own under its own ServiceAccount (the default), or a
+#: sidecar of the control-plane pod sharing the operator's ServiceAccount.
+LAYOUTS = ["deployment", "sidecar"]
+
 Manifest = dict[str, Any]
 
 
@@ -113,6 +117,41 @@ def containers(manifests: list[Manifest]) -> Iterator[tuple[Manifest, Manifest]]
                 yield manifest, container
 
 
+def with_layout(values: dict[str, Any], layout: str) -> dict[str, Any]:
+    """`values` with facade.layout set to `layout`."""
+    return {**values, "facade": {**values.get("facade", {}), "layout": layout}}
+
+
+def workload_of(manifests: list[Manifest], container_name: str) -> Manifest:
+    """The one Deployment or DaemonSet that runs a container of this name."""
+    found = [w for w, c in containers(manifests) if c["name"] == container_name]
+    assert len(found) == 1, f"expected one workload running {container_name}, found {len(found)}"
+    return found[0]
+
+
+def container_of(manifests: list[Manifest], container_name: str) -> Manifest:
+    """The container of this name, in whichever workload runs it."""
+    pod = workload_of(manifests, container_name)["spec"]["template"]["spec"]
+    found: Manifest = next(c for c in pod["containers"] if c["name"] == container_name)
+    return found
+
+
+def service_account_of(manifests: list[Manifest], container_name: str) -> str:
+    """The ServiceAccount the container runs as: its pod's."""
+    name: str = workload_of(manifests, container_name)["spec"]["template"]["spec"]["serviceAccountName"]
+    return name
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    """Whether a matchLabels-style selector selects an object with these labels."""
+    return bool(selector) and selector.items() <= labels.items()
+
+
+def pod_labels(workload: Manifest) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
 def ids(paths: list[pathlib.Path]) -> list[str]:
     return [path.name.removesuffix("-values.yaml") for path in paths]
 
@@ -142,3 +181,23 @@ def component_grants(manifests: list[Manifest], component: str) -> set[Grant]:
         if m["kind"] in ("Role", "ClusterRole") and m["metadata"]["labels"]["app.kubernetes.io/component"] == component
     ]
     return set().union(*(grants(role) for role in roles))
+
+
+def bound_grants(manifests: list[Manifest], service_account: str, namespace: str = NAMESPACE) -> set[Grant]:
+    """Everything the chart's bindings grant one ServiceAccount, whichever component the roles are for.
+
+    A RoleBinding grants in its own namespace, also when it refers to a ClusterRole.
+    """
+    roles = {(m["kind"], m["metadata"]["name"]): m for m in manifests if m["kind"] in ("Role", "ClusterRole")}
+    granted: set[Grant] = set()
+    for binding in (m for m in manifests if m["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        subjects = binding.get("subjects") or []
+        if not any(
+            s["kind"] == "ServiceAccount" and s["name"] == service_account and s.get("namespace") == namespace
+            for s in subjects
+        ):
+            continue
+        role = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+        scope = binding["metadata"]["namespace"] if binding["kind"] == "RoleBinding" else None
+        granted |= {(scope or s, g, r, v, n) for s, g, r, v, n in grants(role)}
+    return granted

@@ -90,8 +90,7 @@ def test_the_chart_crds_are_served(installer: Installer) -> None:
 
 
 def _operator_env(chart_objects: list[Manifest]) -> dict[str, str]:
-    pod = rendering.find(chart_objects, "Deployment")["spec"]["template"]["spec"]
-    operator = next(c for c in pod["containers"] if c["name"] == "operator")
+    operator = rendering.container_of(chart_objects, "operator")
     return {var["name"]: var["value"] for var in operator["env"] if "value" in var}
 
 
@@ -123,9 +122,16 @@ def test_the_operator_lease_can_be_created_and_renewed_only_from_its_latest_vers
     assert installer.read(lease)["spec"]["holderIdentity"] == "smoke-a"
 
 
-def test_the_service_accounts_and_rbac_are_accepted(installer: Installer, chart_objects: list[Manifest]) -> None:
+@pytest.mark.parametrize("layout", rendering.LAYOUTS)
+def test_the_service_accounts_and_rbac_are_accepted(installer: Installer, layout: str) -> None:
+    """Both facade layouts' identities: each its own release, so that their cluster-scoped names differ."""
     if not installer.serves("rbac.authorization.k8s.io/v1", "ClusterRole"):
         pytest.skip("this API does not serve rbac.authorization.k8s.io/v1")
+    release = RELEASE if layout == "deployment" else f"{RELEASE}-{layout}"
+    rendered = rendering.render(rendering.with_layout({}, layout), release=release, namespace=SMOKE_NAMESPACE)
+    chart_objects = rendering.objects(rendered)
+    accounts = {m["metadata"]["name"] for m in chart_objects if m["kind"] == "ServiceAccount"}
+    assert (f"{release}-gpufleet-facade" in accounts) is (layout == "deployment")
     objects = sorted((m for m in chart_objects if m["kind"] in RBAC_ORDER), key=lambda m: RBAC_ORDER.index(m["kind"]))
     assert {m["kind"] for m in objects} == set(RBAC_ORDER)
     for manifest in objects:

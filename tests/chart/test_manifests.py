@@ -36,6 +36,22 @@ def test_every_object_validates_against_kubernetes(values_file: pathlib.Path, ve
     assert validated > 10
 
 
+@pytest.mark.parametrize("values_file", rendering.CI_VALUES, ids=rendering.ids(rendering.CI_VALUES))
+@pytest.mark.parametrize("layout", rendering.LAYOUTS)
+@pytest.mark.parametrize("version", [rendering.SUPPORTED_KUBERNETES[0], rendering.SUPPORTED_KUBERNETES[-1]])
+def test_both_facade_layouts_validate_and_lint(values_file: pathlib.Path, layout: str, version: str) -> None:
+    """facade.layout deployment (the default) and sidecar, over every values file: what an API server accepts."""
+    values = rendering.values_for(rendering.with_layout(rendering.values_of(values_file), layout), version)
+    manifests = rendering.objects(rendering.render(values))
+    facade_pods = [m for m in manifests if m["kind"] == "Deployment" and m["metadata"]["name"].endswith("-facade")]
+    assert len(facade_pods) == (1 if layout == "deployment" else 0)
+    for manifest in manifests:
+        if manifest["kind"] not in THIRD_PARTY_KINDS:
+            kubernetes_validate.validate(manifest, version, strict=True)
+    report = helm.lint(rendering.CHART, values, strict=True, kube_version=f"v{version}", namespace=rendering.NAMESPACE)
+    assert ([m for m in report["messages"] if m["severity"] >= 2], report["errors"]) == ([], [])
+
+
 @pytest.mark.parametrize("version", rendering.SUPPORTED_KUBERNETES)
 def test_the_chart_crds_validate_against_kubernetes(version: str) -> None:
     for name, text in rendering.chart_crds().items():
@@ -100,7 +116,7 @@ def test_namespaced_objects_go_to_the_release_namespace() -> None:
 def test_the_validator_rejects_what_an_api_server_would() -> None:
     """The validation above can fail: a misspelt field in a rendered Deployment is rejected."""
     manifests = rendering.objects_of_file(rendering.CHART / "ci" / "default-values.yaml")
-    deployment = rendering.find(manifests, "Deployment")
+    deployment = rendering.find(manifests, "Deployment", "-controlplane")
     deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"] = {"runAsNonroot": True}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, rendering.SUPPORTED_KUBERNETES[-1], strict=True)

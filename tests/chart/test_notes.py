@@ -37,3 +37,11 @@ def test_notes_say_how_to_see_the_leader() -> None:
     minimal = _notes("minimal-values.yaml")
     assert "get lease" not in minimal
     assert "operator.leaderElection=false" in minimal
+
+
+def test_notes_say_where_the_facade_runs_and_as_whom() -> None:
+    default = _notes("default-values.yaml")
+    assert "Deployment gpufleet-facade under ServiceAccount gpufleet-facade of its own" in default
+    minimal = _notes("minimal-values.yaml")  # facade.layout=sidecar
+    assert "sidecar of the control-plane pods" in minimal
+    assert "shares the operator's\n   ServiceAccount gpufleet-controlplane" in minimal

@@ -23,8 +23,9 @@ NAMESPACE = "gpufleet-probe-smoke"
 
 
 @pytest.fixture(scope="module")
-def deployment(crds_installed: list[str], api_client: Any) -> Iterator[dict[str, Any]]:
-    """The rendered Deployment, with its namespace present in the cluster (the operator creates its Lease)."""
+def chart_objects(crds_installed: list[str], api_client: Any) -> Iterator[list[dict[str, Any]]]:
+    """The rendered objects (the facade in a Deployment of its own, the default), with their namespace
+    present in the cluster (the operator creates its Lease)."""
     manifests = rendering.objects(rendering.render({}, namespace=NAMESPACE))
     core = kubernetes.client.CoreV1Api(api_client)
     namespace = kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=NAMESPACE))
@@ -33,9 +34,8 @@ def deployment(crds_installed: list[str], api_client: Any) -> Iterator[dict[str,
     except kubernetes.client.ApiException as error:
         if error.status != 409:
             raise
-    deployment = rendering.find(manifests, "Deployment")
-    yield deployment
-    operator = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "operator")
+    yield manifests
+    operator = rendering.container_of(manifests, "operator")
     lease = next(var["value"] for var in operator["env"] if var["name"] == "GPUFLEET_LEADER_LEASE_NAME")
     with contextlib.suppress(kubernetes.client.ApiException):
         kubernetes.client.CoordinationV1Api(api_client).delete_namespaced_lease(lease, NAMESPACE)
@@ -43,11 +43,10 @@ def deployment(crds_installed: list[str], api_client: Any) -> Iterator[dict[str,
 
 
 def _container(
-    deployment: dict[str, Any], name: str, kube: Any, log: pathlib.Path, ports: dict[str, str]
+    chart_objects: list[dict[str, Any]], name: str, kube: Any, log: pathlib.Path, ports: dict[str, str]
 ) -> processes.Container:
-    spec = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name)
     return processes.Container(
-        spec,
+        rendering.container_of(chart_objects, name),
         kubeconfig=kube.kubeconfig,
         downward_api={"metadata.namespace": NAMESPACE},
         port_variables=ports,
@@ -56,9 +55,9 @@ def _container(
 
 
 def test_the_facade_answers_its_readiness_and_liveness_probes(
-    kube: Any, deployment: dict[str, Any], tmp_path: pathlib.Path
+    kube: Any, chart_objects: list[dict[str, Any]], tmp_path: pathlib.Path
 ) -> None:
-    with _container(deployment, "facade", kube, tmp_path / "log", {"GPUFLEET_FACADE_PORT": "facade"}) as facade:
+    with _container(chart_objects, "facade", kube, tmp_path / "log", {"GPUFLEET_FACADE_PORT": "facade"}) as facade:
         facade.wait_until_answering(facade.probe_url("readinessProbe"))
         assert processes.answers(facade.probe_url("livenessProbe")) == 200
 
@@ -74,10 +73,10 @@ def _holder(api_client: Any, name: str) -> str | None:
 
 
 def test_the_operator_answers_its_probes_and_takes_the_lease(
-    kube: Any, api_client: Any, deployment: dict[str, Any], tmp_path: pathlib.Path
+    kube: Any, api_client: Any, chart_objects: list[dict[str, Any]], tmp_path: pathlib.Path
 ) -> None:
     ports = {"GPUFLEET_METRICS_PORT": "metrics", "GPUFLEET_LIVENESS_PORT": "healthz"}
-    with _container(deployment, "operator", kube, tmp_path / "log", ports) as operator:
+    with _container(chart_objects, "operator", kube, tmp_path / "log", ports) as operator:
         lease = operator.env["GPUFLEET_LEADER_LEASE_NAME"]
         operator.wait_until_answering(operator.probe_url("startupProbe"))
         assert processes.answers(operator.probe_url("livenessProbe")) == 200

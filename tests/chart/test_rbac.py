@@ -34,8 +34,9 @@ OPERATOR: set[Grant] = (
     | _expand("cluster", "gpufleet.io", "hosts/status", "patch")
     # GPU informer (list, watch) for the roll-up; cleanup.release lists and deletes a host's GPUs
     | _expand("cluster", "gpufleet.io", "gpus", "list watch delete")
-    # agent-token Secret informer (list, watch); agent_tokens.ensure creates; cleanup.release deletes
-    | _expand(NS, "", "secrets", "list watch create delete")
+    # agent_tokens.ensure: creates a host's token Secret, reads it when create answers 409 (get), fills
+    # an empty one (update); cleanup.release deletes it. No informer on Secrets: no list, no watch.
+    | _expand(NS, "", "secrets", "create get update delete")
     # leaderelection.LeaderElector: reads its Lease on every try (get), renews it, takes it over and
     # releases it on shutdown (update, with resourceVersion), by name; creates it when absent (create
     # cannot be narrowed by name)
@@ -53,8 +54,7 @@ FACADE: set[Grant] = (
     | _expand("cluster", "gpufleet.io", "hosts/status", "patch")
     # the facade's GPU informer
     | _expand("cluster", "gpufleet.io", "gpus", "list watch")
-    # kubeapi.list_agent_token_secrets (informer: list, watch); kubeapi.create_secret at registration
-    | _expand(NS, "", "secrets", "list watch create")
+    # nothing on Secrets: agent tokens are checked against the Host's gpufleet.io/agent-token-sha256 digest
     # claims.py IP claims: kubeapi.create_configmap, read_configmap, patch_configmap, delete_configmap
     | _expand(NS, "", "configmaps", "create get patch delete")
 )
@@ -152,6 +152,31 @@ def test_every_rule_is_commented_framework_or_application() -> None:
                 assert comment, f"{template.name}:{number + 1} has no comment"
                 if template.name != "rbac-user-roles.yaml":  # roles for people, not for a component
                     assert "framework" in comment or "application" in comment, f"{template.name}:{number + 1}"
+
+
+@pytest.mark.parametrize("layout", rendering.LAYOUTS)
+def test_each_identity_holds_exactly_its_components_grants(layout: str) -> None:
+    """Roles are written per component; bindings decide who holds them (facade.layout)."""
+    manifests = rendering.objects(rendering.render(rendering.with_layout({}, layout)))
+    operator_sa = rendering.service_account_of(manifests, "operator")
+    facade_sa = rendering.service_account_of(manifests, "facade")
+    agent_sa = rendering.service_account_of(manifests, "agent")
+    assert rendering.bound_grants(manifests, agent_sa) == AGENT
+    if layout == "deployment":
+        assert facade_sa != operator_sa
+        assert rendering.bound_grants(manifests, operator_sa) == OPERATOR
+        assert rendering.bound_grants(manifests, facade_sa) == FACADE | FACADE_KUBERNETES_AUTH
+    else:  # the sidecar shares the pod, hence the operator's identity and rights
+        assert facade_sa == operator_sa
+        assert rendering.bound_grants(manifests, operator_sa) == OPERATOR | FACADE | FACADE_KUBERNETES_AUTH
+
+
+def test_the_facade_gets_nothing_on_secrets_in_any_layout_or_values_file() -> None:
+    for values_file in rendering.CI_VALUES:
+        for layout in rendering.LAYOUTS:
+            values = rendering.with_layout(rendering.values_of(values_file), layout)
+            granted = rendering.component_grants(rendering.objects(rendering.render(values)), "facade")
+            assert granted and not [g for g in granted if g[2] == "secrets"], (values_file.name, layout)
 
 
 @pytest.mark.parametrize("values_file", rendering.CI_VALUES, ids=rendering.ids(rendering.CI_VALUES))

@@ -1,19 +1,23 @@
-"""Every request each component really makes is one the chart's RBAC allows it.
+"""Every request each component really makes is one the chart's RBAC allows its identity.
 
 test_rbac.py pins what the roles grant; this is the other half. Each component runs as a process
 with the environment the chart gives it, against a fresh emulated API whose request hook records
-every request, through a scenario that walks its code paths (leader election and a Host's life for
-the operator, every legacy REST call for the facade, registration and reporting for the agent). Each recorded request
-is turned into RBAC attributes the way the API server does and checked against the component's
-rendered roles, so a new API call without a new rule fails here rather than with 403 in a cluster.
-The test's own requests carry `?pretty=true`, which the components never send, to tell them apart.
+every request, through a scenario that walks its code paths (leader election and Hosts' lives for
+the operator, token Secrets issued, found and refilled; every legacy REST call and the IP-claim
+collision paths for the facade; registration and reporting for the agent). Each recorded request
+is turned into RBAC attributes the way the API server does and checked against what the chart's
+bindings grant the ServiceAccount the component's pod runs as (with the default
+facade.layout=deployment the facade's is its own), so a new API call without a new rule fails here
+rather than with 403 in a cluster. The test's own requests carry `?pretty=true`, which the
+components never send, to tell them apart.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import pathlib
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,7 +26,11 @@ from typing import Any
 import pytest
 import yaml
 
+from gpufleet import tokens
+from gpufleet.api import meta
+from gpufleet.facade import claims
 from kube_emulator import EmulatedCluster, RequestInfo
+from tests.support.waiting import eventually_sync
 
 from . import processes, rendering
 
@@ -106,23 +114,21 @@ def _allowed(request: rendering.Grant, granted: set[rendering.Grant]) -> bool:
     )
 
 
-def _assert_covered(spied: Spied, component: str, manifests: list[dict[str, Any]]) -> set[rendering.Grant]:
-    granted = rendering.component_grants(manifests, component)
+def _assert_covered(spied: Spied, container: str, manifests: list[dict[str, Any]]) -> set[rendering.Grant]:
+    """The requests recorded, each allowed to the ServiceAccount the container's pod runs as."""
+    account = rendering.service_account_of(manifests, container)
+    granted = rendering.bound_grants(manifests, account)
+    assert granted, f"nothing is bound to {account}"
     made = spied.component_requests()
     assert made, "the request hook recorded nothing"
     denied = sorted(request for request in made if not _allowed(request, granted))
-    assert denied == [], f"{component} makes requests its chart roles do not allow"
+    assert denied == [], f"{container} makes requests its ServiceAccount {account} may not: {denied}"
     return made
 
 
 def _eventually(check: Callable[[], Any], what: str, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout:g}s: {what}")
+    """This suite's polling: processes take seconds to start, and a failing check fails at once."""
+    return eventually_sync(check, within=timeout, interval=0.1, what=what, retrying=())
 
 
 @pytest.fixture
@@ -133,23 +139,52 @@ def spied(tmp_path: pathlib.Path) -> Iterator[Spied]:
     spied.cluster.stop()
 
 
-def _workload_container(manifests: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    workload = rendering.find(manifests, kind)
-    spec: dict[str, Any] = next(c for c in workload["spec"]["template"]["spec"]["containers"] if c["name"] == name)
-    return spec
+def _secret(name: str, token: str | None) -> dict[str, Any]:
+    """A token Secret as an administrator (or a half-finished earlier attempt) left it."""
+    data = {"token": base64.b64encode(token.encode()).decode()} if token is not None else {}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": tokens.SECRET_TYPE,
+        "metadata": {"name": tokens.secret_name(name), "namespace": NAMESPACE},
+        "data": data,
+    }
 
 
-def test_the_operator_stays_within_its_roles_through_a_hosts_life(spied: Spied, tmp_path: pathlib.Path) -> None:
+def test_the_operator_stays_within_its_roles_through_hosts_lives(spied: Spied, tmp_path: pathlib.Path) -> None:
+    """Three Hosts made with kubectl: one gets a new token (secrets create, hosts patch), one whose
+    Secret is already there keeps its token (create answers 409: secrets get), one whose Secret is
+    empty gets it filled (secrets update); deleting them takes their Secrets along (secrets delete)."""
     manifests = rendering.objects(rendering.render({}))  # leader election on: no Lease yet, the operator creates it
-    host = yaml.safe_load((SAMPLES / "host.yaml").read_text())
+    sample = yaml.safe_load((SAMPLES / "host.yaml").read_text())
     gpu = yaml.safe_load((SAMPLES / "gpu.yaml").read_text())
-    name = host["metadata"]["name"]
-    hosts, secret = (
-        "/apis/gpufleet.io/v1alpha1/hosts",
-        f"/api/v1/namespaces/{NAMESPACE}/secrets/gpufleet-agent-token-{name}",
-    )
+    name = sample["metadata"]["name"]
+    kept, refilled = "gpu-server-kept", "gpu-server-refilled"
+    hosts, secrets = "/apis/gpufleet.io/v1alpha1/hosts", f"/api/v1/namespaces/{NAMESPACE}/secrets"
+
+    def host(host_name: str, ip: str) -> dict[str, Any]:
+        return {
+            **sample,
+            "metadata": {**sample["metadata"], "name": host_name},
+            "spec": {**sample["spec"], "ipAddress": ip},
+        }
+
+    def digest(host_name: str) -> str | None:
+        found = spied.call("GET", f"{hosts}/{host_name}") or {}
+        value: str | None = (found.get("metadata", {}).get("annotations") or {}).get(tokens.DIGEST_ANNOTATION)
+        return value
+
+    def gone(host_name: str) -> bool:
+        return spied.call("GET", f"{hosts}/{host_name}") is None
+
+    def held(host_name: str) -> str | None:
+        return tokens.token_from_secret(spied.call("GET", f"{secrets}/{tokens.secret_name(host_name)}") or {})
+
+    existing_token = tokens.generate()
+    spied.call("POST", secrets, _secret(kept, existing_token))
+    spied.call("POST", secrets, _secret(refilled, None))
     operator = processes.Container(
-        _workload_container(manifests, "Deployment", "operator"),
+        rendering.container_of(manifests, "operator"),
         kubeconfig=spied.kubeconfig,
         downward_api={"metadata.namespace": NAMESPACE},
         port_variables={"GPUFLEET_METRICS_PORT": "metrics", "GPUFLEET_LIVENESS_PORT": "healthz"},
@@ -157,17 +192,21 @@ def test_the_operator_stays_within_its_roles_through_a_hosts_life(spied: Spied, 
     )
     with operator:
         operator.wait_until_answering(operator.probe_url("startupProbe"))
-        spied.call("POST", hosts, host)
-        first = _eventually(lambda: spied.call("GET", secret), "the agent token Secret")
+        spied.call("POST", hosts, sample)
+        spied.call("POST", hosts, host(kept, "192.168.1.20"))
+        spied.call("POST", hosts, host(refilled, "192.168.1.30"))
+        for host_name in (name, kept, refilled):
+            _eventually(functools.partial(digest, host_name), f"the token digest of {host_name}:\n{operator.output()}")
+            token = held(host_name)
+            assert token is not None and digest(host_name) == tokens.digest(token).hex(), host_name
+        assert held(kept) == existing_token  # an existing Secret's token is kept, not replaced
         spied.call("POST", "/apis/gpufleet.io/v1alpha1/gpus", gpu)
         _eventually(lambda: (spied.call("GET", f"{hosts}/{name}")["status"] or {}).get("totalGpu") == 1, "GPU roll-up")
-        spied.call("DELETE", secret)
-        _eventually(
-            lambda: (spied.call("GET", secret) or first)["metadata"]["uid"] != first["metadata"]["uid"],
-            "token rotation",
-        )
-        spied.call("DELETE", f"{hosts}/{name}")
-        _eventually(lambda: spied.call("GET", f"{hosts}/{name}") is None, f"Host deleted:\n{operator.output()}")
+        for host_name in (name, kept, refilled):
+            spied.call("DELETE", f"{hosts}/{host_name}")
+        for host_name in (name, kept, refilled):
+            _eventually(functools.partial(gone, host_name), f"Host {host_name} deleted:\n{operator.output()}")
+            assert spied.call("GET", f"{secrets}/{tokens.secret_name(host_name)}") is None, host_name
         # the leader renews its Lease every retry period (2 s): see one renewal, however fast the above was
         lease = operator.env["GPUFLEET_LEADER_LEASE_NAME"]
         leases = f"/apis/coordination.k8s.io/v1/namespaces/{NAMESPACE}/leases/{lease}"
@@ -176,6 +215,13 @@ def test_the_operator_stays_within_its_roles_through_a_hosts_life(spied: Spied, 
     made = _assert_covered(spied, "operator", manifests)
     assert ("cluster", "gpufleet.io", "hosts/status", "patch", name) in made
     assert ("cluster", "gpufleet.io", "gpus", "delete", gpu["metadata"]["name"]) in made
+    # agent tokens: issued (create, then the digest patched onto the Host), found (get), refilled (update), released
+    assert (NAMESPACE, "", "secrets", "create", "") in made
+    assert ("cluster", "gpufleet.io", "hosts", "patch", name) in made
+    assert (NAMESPACE, "", "secrets", "get", tokens.secret_name(kept)) in made
+    assert (NAMESPACE, "", "secrets", "update", tokens.secret_name(refilled)) in made
+    assert {(NAMESPACE, "", "secrets", "delete", tokens.secret_name(h)) for h in (name, kept, refilled)} <= made
+    assert {request[3] for request in made if request[2] == "secrets"} == {"create", "get", "update", "delete"}
     # leader election: read on every try (get), create when absent, renew and release on SIGTERM (update)
     assert (NAMESPACE, "coordination.k8s.io", "leases", "create", "") in made
     assert {(NAMESPACE, "coordination.k8s.io", "leases", verb, lease) for verb in ("get", "update")} <= made
@@ -183,11 +229,15 @@ def test_the_operator_stays_within_its_roles_through_a_hosts_life(spied: Spied, 
 
 
 def test_the_facade_stays_within_its_roles_through_every_legacy_call(spied: Spied, tmp_path: pathlib.Path) -> None:
+    """Register, heartbeat, update, read, delete; and the duplicate-IP paths: one the facade's cache
+    knows, one that collides with another registration's IP claim in flight (configmaps get), and a
+    stale claim taken over (configmaps delete, then create). Not one request on a Secret."""
     manifests = rendering.objects(rendering.render({}))  # kubernetes auth mode: TokenReview + SubjectAccessReview
+    assert rendering.service_account_of(manifests, "facade") != rendering.service_account_of(manifests, "operator")
     spied.cluster.emulator.add_user("alice-token-0123456789", "alice")
     spied.cluster.emulator.allow("alice")
     facade = processes.Container(
-        _workload_container(manifests, "Deployment", "facade"),
+        rendering.container_of(manifests, "facade"),
         kubeconfig=spied.kubeconfig,
         downward_api={"metadata.namespace": NAMESPACE},
         port_variables={"GPUFLEET_FACADE_PORT": "facade"},
@@ -205,19 +255,31 @@ def test_the_facade_stays_within_its_roles_through_every_legacy_call(spied: Spie
             with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
                 return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
-            return error.code, error.read()
+            return error.code, json.loads(error.read() or b"null")
+
+    def registration(name: str, ip: str) -> dict[str, Any]:
+        return {"name": name, "ip_address": ip, "os_type": "linux", "total_cpu": 4, "total_memory": 2**34}
+
+    configmaps = f"/api/v1/namespaces/{NAMESPACE}/configmaps"
+    # another replica's registration of 10.9.8.8, in flight: claimed, its Host not created yet
+    in_flight = claims.manifest("10.9.8.8", "host-inflight0", NAMESPACE)
+    spied.call("POST", configmaps, in_flight)
+    # a claim on 10.9.8.9 left behind by a Host that has another IP now: stale, to be taken over
+    sample = yaml.safe_load((SAMPLES / "host.yaml").read_text())
+    moved = spied.call(
+        "POST",
+        "/apis/gpufleet.io/v1alpha1/hosts",
+        {**sample, "metadata": {"name": "moved-host"}, "spec": {**sample["spec"], "ipAddress": "10.0.0.99"}},
+    )
+    stale = claims.manifest("10.9.8.9", "moved-host", NAMESPACE)
+    owner = {"apiVersion": meta.API_VERSION, "kind": "Host", "name": "moved-host", "uid": moved["metadata"]["uid"]}
+    stale["metadata"]["ownerReferences"] = [owner]
+    spied.call("POST", configmaps, stale)
 
     admin = "alice-token-0123456789"
     with facade:
         facade.wait_until_answering(facade.probe_url("readinessProbe"))
-        body = {
-            "name": "rbac-check",
-            "ip_address": "10.9.8.7",
-            "os_type": "linux",
-            "total_cpu": 4,
-            "total_memory": 2**34,
-        }
-        status, created = rest("POST", "/api/v1/hosts", admin, body)
+        status, created = rest("POST", "/api/v1/hosts", admin, registration("rbac-check", "10.9.8.7"))
         assert status == 201, (created, facade.output())
         host_id, agent_token = created["data"]["host_id"], created["data"]["agent_token"]
         beat = {"status": "online", "health_status": "healthy", "used_cpu": 1, "used_memory": 2**30, "used_gpu": 0}
@@ -226,16 +288,33 @@ def test_the_facade_stays_within_its_roles_through_every_legacy_call(spied: Spie
         assert rest("GET", "/api/v1/hosts", admin)[0] == 200
         assert rest("GET", f"/api/v1/hosts/{host_id}", admin)[0] == 200
         assert rest("GET", f"/api/v1/hosts/{host_id}/gpus", admin)[0] == 200
-        assert rest("DELETE", f"/api/v1/hosts/{host_id}", admin)[0] in (200, 204)
+        # duplicates: of a host in the cache (confirmed with a read of the Host), and of a claim in flight
+        status, refused = rest("POST", "/api/v1/hosts", admin, registration("again", "10.9.8.7"))
+        assert (status, refused["code"]) == (409, 40901), refused
+        status, refused = rest("POST", "/api/v1/hosts", admin, registration("racing", "10.9.8.8"))
+        assert (status, refused["code"]) == (409, 40901), refused
+        # the stale claim is deleted (on its uid and resourceVersion) and claimed anew
+        status, taken = rest("POST", "/api/v1/hosts", admin, registration("takes-over", "10.9.8.9"))
+        assert status == 201, (taken, facade.output())
+        for deleted in (host_id, taken["data"]["host_id"]):
+            assert rest("DELETE", f"/api/v1/hosts/{deleted}", admin)[0] in (200, 204)
     made = _assert_covered(spied, "facade", manifests)
+    assert ("cluster", "authentication.k8s.io", "tokenreviews", "create", "") in made
     assert ("cluster", "authorization.k8s.io", "subjectaccessreviews", "create", "") in made
+    assert ("cluster", "gpufleet.io", "hosts/status", "patch", host_id) in made
+    assert ("cluster", "gpufleet.io", "hosts", "get", "moved-host") in made  # the stale claim's Host, judged
+    claimed = {(verb, name) for scope, _, resource, verb, name in made if resource == "configmaps"}
+    assert {("create", ""), ("get", in_flight["metadata"]["name"]), ("get", stale["metadata"]["name"])} <= claimed
+    assert ("delete", stale["metadata"]["name"]) in claimed
+    assert ("patch", claims.name("10.9.8.7")) in claimed
+    assert not [request for request in made if request[2] == "secrets"], "the facade touched a Secret"
 
 
 def test_the_agent_stays_within_its_roles_while_registering_and_reporting(spied: Spied, tmp_path: pathlib.Path) -> None:
     values = {"agent": {"register": True, "simulate": 2, "podResources": {"enabled": False}}}
     manifests = rendering.objects(rendering.render(values))
     agent = processes.Container(
-        _workload_container(manifests, "DaemonSet", "agent"),
+        rendering.container_of(manifests, "agent"),
         kubeconfig=spied.kubeconfig,
         downward_api={"spec.nodeName": "gpu-node-1", "status.hostIP": "192.0.2.10"},
         port_variables={"GPUFLEET_AGENT_METRICS_PORT": "metrics"},

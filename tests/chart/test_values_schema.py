@@ -58,6 +58,13 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("scrape-interval", {"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval"),
     ("socket-path-relative", {"agent": {"podResources": {"hostPath": "var/lib"}}}, "/agent/podResources/hostPath"),
     ("labels-not-strings", {"commonLabels": {"team": 7}}, "/commonLabels/team"),
+    ("facade-layout", {"facade": {"layout": "daemonset"}}, "/facade/layout"),
+    ("facade-replicas-zero", {"facade": {"replicas": 0}}, "/facade/replicas"),
+    ("facade-sa-name", {"facade": {"serviceAccount": {"name": "Not_A_Name"}}}, "/facade/serviceAccount/name"),
+    ("facade-sa-typo", {"facade": {"serviceAccount": {"crate": True}}}, "crate"),
+    ("facade-pdb-zero", {"facade": {"podDisruptionBudget": {"maxUnavailable": 0}}}, "/facade/podDisruptionBudget"),
+    ("facade-grace-zero", {"facade": {"terminationGracePeriodSeconds": 0}}, "/facade/terminationGracePeriodSeconds"),
+    ("facade-node-selector", {"facade": {"nodeSelector": {"pool": 1}}}, "/facade/nodeSelector/pool"),
 ]
 
 

@@ -173,10 +173,12 @@ def test_containers_cannot_escalate(values_file: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("values_file", FILES, ids=IDS)
-def test_the_control_plane_runs_as_non_root(values_file: pathlib.Path) -> None:
-    pod = rendering.find(rendering.objects_of_file(values_file), "Deployment")["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] == 65532
+def test_the_control_plane_and_the_facade_run_as_non_root(values_file: pathlib.Path) -> None:
+    manifests = rendering.objects_of_file(values_file)
+    for name in ("operator", "facade"):
+        pod = rendering.workload_of(manifests, name)["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 65532
 
 
 def test_the_agent_is_root_only_to_reach_the_pod_resources_socket() -> None:
@@ -264,13 +266,15 @@ def test_tls_switches_probes_and_service_to_https() -> None:
     assert facade["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     service = rendering.find(manifests, "Service", "-facade")
     assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "facade", "protocol": "TCP"}]
-    pod = rendering.find(manifests, "Deployment")["spec"]["template"]["spec"]
+    pod = rendering.workload_of(manifests, "facade")["spec"]["template"]["spec"]
     tls = next(v for v in pod["volumes"] if v["name"] == "tls")
     assert tls["secret"]["secretName"] == "gpufleet-facade-tls"
 
 
-def test_services_select_the_pods_that_serve_them() -> None:
-    manifests = rendering.objects_of_file(rendering.CHART / "ci" / "default-values.yaml")
+@pytest.mark.parametrize("values_file", FILES, ids=IDS)
+@pytest.mark.parametrize("layout", rendering.LAYOUTS)
+def test_services_select_the_pods_that_serve_them(values_file: pathlib.Path, layout: str) -> None:
+    manifests = rendering.objects(rendering.render(rendering.with_layout(rendering.values_of(values_file), layout)))
     for service in (m for m in manifests if m["kind"] == "Service"):
         selector = service["spec"]["selector"]
         serving = [
@@ -319,7 +323,7 @@ def test_static_mode_without_tokens_generates_one_admin_token() -> None:
 def test_an_existing_token_secret_is_used_not_created() -> None:
     manifests = rendering.objects_of_file(rendering.CHART / "ci" / "hardened-values.yaml")
     assert not [m for m in manifests if m["kind"] == "Secret"]
-    pod = rendering.find(manifests, "Deployment")["spec"]["template"]["spec"]
+    pod = rendering.workload_of(manifests, "facade")["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "static-tokens")
     assert volume["secret"]["secretName"] == "gpufleet-facade-tokens"
 
@@ -354,8 +358,17 @@ def test_the_dashboard_configmap_holds_the_shipped_dashboard() -> None:
 
 
 def test_a_single_replica_gets_no_disruption_budget() -> None:
-    assert "PodDisruptionBudget" not in _kinds("minimal-values.yaml")
-    assert "PodDisruptionBudget" in _kinds("default-values.yaml")
+    assert "PodDisruptionBudget" not in _kinds("minimal-values.yaml")  # one control-plane pod, facade its sidecar
+    budgets = [
+        m
+        for m in rendering.objects_of_file(rendering.CHART / "ci" / "default-values.yaml")
+        if m["kind"] == "PodDisruptionBudget"
+    ]
+    assert sorted(m["metadata"]["name"] for m in budgets) == ["gpufleet-controlplane", "gpufleet-facade"]
+    single_facade = rendering.objects(rendering.render({"facade": {"replicas": 1}}))
+    assert [m["metadata"]["name"] for m in single_facade if m["kind"] == "PodDisruptionBudget"] == [
+        "gpufleet-controlplane"
+    ]
 
 
 @pytest.mark.parametrize("values_file", FILES, ids=IDS)

@@ -94,6 +94,9 @@ makes a host flap offline on one late heartbeat (Kubernetes uses 40 s against 10
 {{- if and .Values.facade.tls.enabled (not .Values.facade.tls.secretName) }}
 {{- fail "facade.tls.secretName is required when facade.tls.enabled is true (a kubernetes.io/tls Secret)" }}
 {{- end }}
+{{- if and (not (include "gpufleet.facadeSidecar" .)) (eq (include "gpufleet.facadeServiceAccount" .) (include "gpufleet.controlplaneServiceAccount" .)) }}
+{{- fail (printf "facade.serviceAccount.name (%s) must differ from the operator's ServiceAccount: with facade.layout=deployment the facade runs under an identity of its own; set facade.layout=sidecar to share the operator's" (include "gpufleet.facadeServiceAccount" .)) }}
+{{- end }}
 {{- if and (not .Values.operator.leaderElection) (gt (int .Values.controlPlane.replicas) 1) }}
 {{- fail "operator.leaderElection=false needs controlPlane.replicas=1: several operators would act at once" }}
 {{- end }}
