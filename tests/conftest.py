@@ -16,9 +16,11 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import kubernetes
 import pytest
 import yaml
 
+from gpufleet.api import hostlease
 from kube_emulator import EmulatedCluster, Emulator, write_kubeconfig
 from tests.support.ports import free_port
 
@@ -162,7 +164,14 @@ def apply_crd(kube: Kube, api_client: Any) -> Any:
 
 @pytest.fixture(scope="session")
 def crds_installed(kube: Kube, api_client: Any) -> list[str]:
-    """Every CRD in ``crds/*.yaml`` applied to the cluster under test; their names."""
+    """Every CRD in ``crds/*.yaml`` applied to the cluster under test, and the namespace of the
+    hosts' heartbeat Leases: what an installation provides (the chart makes both); the CRD names."""
+    core = kubernetes.client.CoreV1Api(api_client)
+    try:
+        core.create_namespace({"metadata": {"name": hostlease.NAMESPACE}})
+    except kubernetes.client.ApiException as error:
+        if error.status != 409:
+            raise
     names: list[str] = []
     for file in sorted(CRDS_DIR.glob("*.y*ml")):
         for doc in yaml.safe_load_all(file.read_text()):

@@ -8,7 +8,8 @@ Three tasks, each with one job, sharing only the latest snapshot:
 - publishing keeps GPU objects in line with the devices and writes each GPU's status when
   `changes.worth_writing` says so; after an API error it backs off with jitter and then sends
   whatever is latest, so nothing queues up: the state kept is one snapshot, however long the outage;
-- heartbeating patches the Host's status at a fixed interval, retrying sooner after a failure.
+- heartbeating renews the Host's Lease at a fixed interval, retrying sooner after a failure, and
+  writes the Host's status when what it reports changed or every few minutes (`heartbeat`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import math
 import time
 from collections.abc import Callable
 
-from gpufleet.api import gpu, host, meta
+from gpufleet.api import formats, gpu, host, meta
 from gpufleet_agent import (
     backoff,
     binding,
@@ -62,7 +63,11 @@ class Agent:
         self._kubeconfig = kubeconfig
         self._allocation = allocation
         self._clock = clock
-        self._gate = changes.Gate(changes.Thresholds.of(settings))
+        self._gate = changes.Gate(
+            changes.Thresholds.of(settings),
+            on_write=lambda why: self.metrics.status_writes_by_reason.labels(why.value).inc(),
+            on_limited=self.metrics.status_writes_rate_limited.inc,
+        )
         self.host: kubeapi.JsonObj | None = None
         self.nvml_available = False
         self.latest: list[sampling.Sample] = []
@@ -83,6 +88,8 @@ class Agent:
         self._objects: dict[str, kubeapi.JsonObj] = {}
         self._transitions: dict[str, gpustatus.Transition] = {}
         self._holders: dict[str, str] | None = None
+        self._status_gate = heartbeat.StatusGate(settings.status_resync_seconds)
+        self._capacity: machine.Capacity | None = None
 
     @property
     def host_name(self) -> str:
@@ -272,7 +279,7 @@ class Agent:
                 continue
             for condition in (obj.get("status") or {}).get("conditions") or []:
                 if condition.get("type") == gpu.HEALTHY and condition.get("status") in set(meta.ConditionStatus):
-                    since = gpustatus.parse_time(condition.get("lastTransitionTime"))
+                    since = formats.parse_time(condition.get("lastTransitionTime"))
                     if since is not None:
                         status = meta.ConditionStatus(condition["status"])
                         self._transitions[name] = gpustatus.Transition(status, since)
@@ -346,6 +353,7 @@ class Agent:
                     raise RuntimeError("the agent is not running")
                 self.host = await self._search.bind()
                 self._needs_sync = True
+                self._status_gate.forget()
                 logger.info("bound to Host %s of node %s", self.host_name, self.settings.node_name)
             return self.host
 
@@ -384,18 +392,36 @@ class Agent:
 
     async def _heartbeat(self) -> None:
         bound = await self._ensure_host()
+        await heartbeat.renew(
+            self.api,
+            bound,
+            namespace=self.settings.host_lease_namespace,
+            holder=self.settings.node_name,
+            duration=self.settings.lease_duration_seconds,
+        )
+        self.metrics.writes.labels("lease").inc()
         used = None
         if self._holders is not None:
             used = sum(1 for s in self.latest if s.device.uuid in self._holders or str(s.device.index) in self._holders)
-        body = heartbeat.patch(machine.usage(), health=self.host_health(), used_gpus=used, now=heartbeat.utc_now())
+        if self._capacity is None:
+            self._capacity = machine.capacity(str(self.settings.host_ip) if self.settings.host_ip else None)
+        simulated = self.settings.simulate is not None
+        usage = machine.simulated_usage(self._capacity) if simulated else machine.usage()
+        health, now = self.host_health(), self._clock()
+        report = heartbeat.Report.of(usage, self._capacity, health=health, used_gpus=used)
+        if not self._status_gate.due(report, now):
+            return
+        body = heartbeat.patch(usage, health=health, used_gpus=used, now=heartbeat.utc_now())
         await heartbeat.send(self.api, bound["metadata"]["name"], body)
-        self.metrics.writes.labels("heartbeat").inc()
+        self._status_gate.written(report, now)
+        self.metrics.writes.labels("host_status").inc()
 
     def _forget_host(self) -> None:
         """The Host is gone (deleted): bind again (or register) on the next round."""
         if self.host is not None:
             logger.warning("Host %s no longer exists", self.host_name)
         self.host = None
+        self._status_gate.forget()
         if self._search is not None:
             self._search.forget()
         self._objects.clear()

@@ -36,6 +36,19 @@ class Load(enum.StrEnum):
     """A training job: utilisation, memory, power and temperature jump around every sample."""
     WAVE = "wave"
     """A slow daily-like swing between idle and busy, for `--simulate`."""
+    STEADY = "steady"
+    """A steady fleet: each GPU idle or running a long job at its own constant level, readings
+    wobbling with sensor and workload noise (utilisation a few points, power a few watts)."""
+    NOISY = "noisy"
+    """A busy, noisy fleet: jobs of random size start and stop every few minutes; utilisation
+    and power jump every sample, memory jitters with the allocator, and temperature follows the
+    job with the card's thermal lag plus sensor noise."""
+
+
+NOISY_JOB_SECONDS = 300.0
+"""How long a job slot of the `noisy` load lasts: each slot a GPU draws a new job size (or idles)."""
+THERMAL_LAG_SECONDS = 60.0
+"""Time constant of the `noisy` load's temperature following a job change (a card's thermal mass)."""
 
 
 @dataclasses.dataclass
@@ -243,22 +256,26 @@ class FakeNVML:
 
     def nvmlDeviceGetMemoryInfo(self, handle: Handle) -> Memory:
         gpu = self._device(handle, "nvmlDeviceGetMemoryInfo")
-        used = min(gpu.memory_total, int(gpu.memory_total * (0.01 + 0.9 * self._workload(gpu))))
+        share = 0.01 + 0.9 * self._workload(gpu) + self._memory_jitter(gpu)
+        used = min(gpu.memory_total, max(0, int(gpu.memory_total * share)))
         return Memory(total=gpu.memory_total, used=used, free=gpu.memory_total - used)
 
     def nvmlDeviceGetTemperature(self, handle: Handle, sensor: int) -> int:
         gpu = self._device(handle, "nvmlDeviceGetTemperature")
         if sensor != nvml.TEMPERATURE_GPU:
             raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)
-        return round(34 + 45 * self._workload(gpu) + gpu.extra_celsius + self._wobble(0.3))
+        noise = 1.0 if gpu.load in (Load.NOISY, Load.STEADY) else 0.3  # the sensor's, in °C
+        return round(34 + 45 * self._heat(gpu) + gpu.extra_celsius + self._wobble(noise))
 
     def nvmlDeviceGetUtilizationRates(self, handle: Handle) -> Utilization:
         activity = self._activity(self._device(handle, "nvmlDeviceGetUtilizationRates"))
         return Utilization(gpu=round(100 * activity), memory=round(60 * activity))
 
     def nvmlDeviceGetPowerUsage(self, handle: Handle) -> int:
-        activity = self._activity(self._device(handle, "nvmlDeviceGetPowerUsage"))
-        return round(1000 * (60 + 330 * activity + self._wobble(1.5)))  # milliwatts
+        gpu = self._device(handle, "nvmlDeviceGetPowerUsage")
+        activity = self._activity(gpu)
+        wobble = 6.0 if gpu.load is Load.STEADY else 1.5
+        return round(1000 * (60 + 330 * activity + self._wobble(wobble)))  # milliwatts
 
     def nvmlDeviceGetTotalEccErrors(self, handle: Handle, error_type: int, counter_type: int) -> int:
         gpu = self._device(handle, "nvmlDeviceGetTotalEccErrors")
@@ -319,16 +336,62 @@ class FakeNVML:
             return 0.0
         if gpu.load is Load.BUSY:
             return 0.8
+        if gpu.load is Load.STEADY:
+            return _steady_level(gpu)
+        if gpu.load is Load.NOISY:
+            return _job_level(gpu, math.floor(self._slot(gpu)))
         return 0.5 + 0.5 * math.sin(self._clock() / 300 + gpu.phase)  # a half-hour swing
 
     def _activity(self, gpu: FakeGpu) -> float:
         """0..1: how busy the GPU is this instant (utilisation, power), noisier than the workload."""
         if gpu.load is Load.BUSY:
             return min(1.0, max(0.0, 0.6 + self._random.uniform(-0.35, 0.35)))
+        if gpu.load is Load.NOISY:
+            level = self._workload(gpu)
+            noise = self._random.uniform(-0.35, 0.35) if level else self._random.uniform(0.0, 0.03)
+            return min(1.0, max(0.0, 0.9 * level + noise))
+        if gpu.load is Load.STEADY:
+            noise = self._random.uniform(-0.06, 0.06) if _steady_level(gpu) else self._random.uniform(0.0, 0.02)
+            return min(1.0, max(0.0, _steady_level(gpu) + noise))
         return min(1.0, max(0.0, self._workload(gpu) + self._random.uniform(-0.02, 0.02)))
+
+    def _heat(self, gpu: FakeGpu) -> float:
+        """0..1: what the temperature follows; under the `noisy` load it lags job changes (thermal mass)."""
+        if gpu.load is not Load.NOISY:
+            return self._workload(gpu)
+        slot = self._slot(gpu)
+        previous, current = _job_level(gpu, math.floor(slot) - 1), _job_level(gpu, math.floor(slot))
+        elapsed = (slot - math.floor(slot)) * NOISY_JOB_SECONDS
+        return current + (previous - current) * math.exp(-elapsed / THERMAL_LAG_SECONDS)
+
+    def _memory_jitter(self, gpu: FakeGpu) -> float:
+        """Fraction of total memory the allocator adds or frees from one sample to the next."""
+        if gpu.load is Load.NOISY and self._workload(gpu):
+            return self._random.uniform(-0.03, 0.03)
+        return 0.0
+
+    def _slot(self, gpu: FakeGpu) -> float:
+        """Job slots of the `noisy` load, offset per GPU so that the node's jobs do not change in step."""
+        return self._clock() / NOISY_JOB_SECONDS + gpu.phase
 
     def _wobble(self, amplitude: float) -> float:
         return self._random.uniform(-amplitude, amplitude)
+
+
+def _steady_level(gpu: FakeGpu) -> float:
+    """The constant job size of a GPU under the `steady` load: a quarter idle, the rest 50-95%."""
+    draw = random.Random(f"{gpu.uuid}:steady").random()
+    return 0.0 if draw < 0.25 else 0.5 + 0.45 * (draw - 0.25) / 0.75
+
+
+def _job_level(gpu: FakeGpu, slot: int) -> float:
+    """The job size of a GPU in one slot of the `noisy` load: idle one slot in four, else 30-100%.
+
+    Drawn from the slot number (not from the call sequence), so readings depend on the clock only
+    and a test or a simulated hour sees the same jobs however often it samples.
+    """
+    draw = random.Random(f"{gpu.uuid}:{slot}").random()
+    return 0.0 if draw < 0.25 else 0.3 + 0.7 * (draw - 0.25) / 0.75
 
 
 def _uuid(tag: str, index: int) -> str:
@@ -345,16 +408,30 @@ def scenario(
 ) -> FakeNVML:
     """A fake NVML set up for a named scenario.
 
-    `none`, `one`, `eight`: that many idle GPUs; `busy`: GPUs under a varying training load;
-    `wave`: slowly swinging load (what `--simulate` uses); `hot`: GPU 0 runs 50 °C hotter;
+    `none`, `one`, `eight`, `idle`: that many idle GPUs; `busy`: GPUs under a varying training load;
+    `wave`: slowly swinging load (what `--simulate` uses by default); `steady`: long jobs at constant
+    levels; `noisy`: jobs starting and stopping, noisy readings (see `Load`); `hot`: GPU 0 runs 50 °C hotter;
     `xid`: GPU 0 reports critical XID 79 (fallen off the bus) and GPU 1 application XID 13;
     `vanish`: GPU 0 has fallen off the bus; `missing`: no NVML library on the machine.
     """
-    defaults = {"none": 0, "one": 1, "eight": 8, "busy": 1, "wave": 8, "hot": 1, "xid": 2, "vanish": 1, "missing": 0}
+    defaults = {
+        "none": 0,
+        "one": 1,
+        "eight": 8,
+        "idle": 8,
+        "busy": 1,
+        "wave": 8,
+        "steady": 8,
+        "noisy": 8,
+        "hot": 1,
+        "xid": 2,
+        "vanish": 1,
+        "missing": 0,
+    }
     if name not in defaults:
         raise ValueError(f"unknown fake NVML scenario {name!r}; known: {', '.join(defaults)}")
     count = defaults[name] if gpus is None else gpus
-    load = {"busy": Load.BUSY, "wave": Load.WAVE}.get(name, Load.IDLE)
+    load = {"busy": Load.BUSY, "wave": Load.WAVE, "steady": Load.STEADY, "noisy": Load.NOISY}.get(name, Load.IDLE)
     fake = FakeNVML(
         count, load=load, clock=clock, seed=seed, library_missing=name == "missing", host_tag=host_tag or "0000"
     )

@@ -31,16 +31,6 @@ def condition_status(verdict: health.Verdict) -> meta.ConditionStatus:
     return meta.ConditionStatus.TRUE if verdict.healthy else meta.ConditionStatus.FALSE
 
 
-def parse_time(value: object) -> datetime.datetime | None:
-    """An RFC 3339 timestamp as the API server returns it, or None when absent or malformed."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-
-
 def state(healthy: bool, allocated_to: str | None, *, known: bool = True) -> gpu.GPUState:
     if not known:
         return gpu.GPUState.UNKNOWN

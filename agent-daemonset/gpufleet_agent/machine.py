@@ -86,3 +86,10 @@ def usage() -> Usage:
         used_cpu=round(min(float(cpus), os.getloadavg()[0]), 2),
         used_memory=max(0, memory.get("MemTotal", 0) - memory.get("MemAvailable", 0)),
     )
+
+
+def simulated_usage(capacity: Capacity) -> Usage:
+    """What a simulated node (`--simulate`) reports: a quarter of its CPUs and two fifths of its
+    memory in use. Not this machine's load: several simulated nodes share one machine, and its
+    load says nothing about any of them."""
+    return Usage(used_cpu=round(capacity.total_cpu / 4, 2), used_memory=capacity.total_memory * 2 // 5)

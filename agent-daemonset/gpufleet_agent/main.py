@@ -24,10 +24,13 @@ logger = logging.getLogger("gpufleet_agent")
 
 
 def load_settings(args: argparse.Namespace) -> AgentSettings:
-    """Settings from `GPUFLEET_AGENT_*` and `NODE_NAME`, overridden by options given on the command line."""
-    options = {"node_name": "node_name", "register": "register_node", "simulate": "simulate"}
+    """Settings from `GPUFLEET_AGENT_*` and `NODE_NAME`, overridden by options given on the command line.
+
+    The command line has one option per field, stored under the field's name (`gpufleet.cli`
+    generates them from this model), so every option given is an override; None means not given.
+    """
     overrides = {
-        field: value for option, field in options.items() if (value := getattr(args, option, None)) is not None
+        field: value for field in AgentSettings.model_fields if (value := getattr(args, field, None)) is not None
     }
     return AgentSettings(**overrides)
 
@@ -37,7 +40,7 @@ def library_for(settings: AgentSettings) -> nvml.Library:
     if settings.simulate is None:
         return nvml.real_library()
     tag = hashlib.sha256(settings.node_name.encode()).hexdigest()[:8]
-    return fakenvml.scenario("wave", settings.simulate, host_tag=tag)
+    return fakenvml.scenario(settings.simulate_load, settings.simulate, host_tag=tag)
 
 
 def allocation_for(settings: AgentSettings) -> podresources.PodResources | None:

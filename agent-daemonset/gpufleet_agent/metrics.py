@@ -48,6 +48,17 @@ class Metrics:
             "GPU status writes skipped because nothing moved beyond a threshold",
             registry=self.registry,
         )
+        self.status_writes_by_reason = prometheus_client.Counter(
+            "gpufleet_agent_gpu_status_writes_by_reason",
+            "GPU status writes by why they were due: first, state, resync, jump, sustained",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.status_writes_rate_limited = prometheus_client.Counter(
+            "gpufleet_agent_gpu_status_writes_rate_limited",
+            "GPU gauge changes held back by the per-GPU rate limit (also counted as suppressed)",
+            registry=self.registry,
+        )
         self.api_errors = prometheus_client.Counter(
             "gpufleet_agent_api_errors", "Failed Kubernetes API calls", registry=self.registry
         )

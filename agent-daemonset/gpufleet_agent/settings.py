@@ -9,7 +9,7 @@ instead of making the agent hammer the API server or go silent.
 from __future__ import annotations
 
 import pathlib
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 import pydantic
 import pydantic_settings
@@ -45,28 +45,43 @@ class AgentSettings(pydantic_settings.BaseSettings):
     """Create a Host for this node when none exists (else wait for one to be created)."""
     simulate: Annotated[int, pydantic.Field(ge=0, le=64)] | None = None
     """Use this many simulated GPUs instead of NVML (to try the system without a GPU)."""
+    simulate_load: Literal["wave", "idle", "steady", "busy", "noisy"] = "wave"
+    """How simulated GPUs' readings move: a half-hour swing (`wave`), `idle`, long jobs at constant
+    levels (`steady`), a noisy training job (`busy`), or jobs starting and stopping every few minutes (`noisy`)."""
     sample_interval_seconds: PositiveSeconds = 5.0
     """How often GPUs are sampled through NVML."""
-    resync_interval_seconds: PositiveSeconds = 60.0
-    """A GPU's status is written at least this often even when nothing changed beyond a threshold."""
-    min_write_interval_seconds: NonNegativeFloat = 15.0
-    """Gauge changes are written at most this often per GPU; health, state and holder are written at once."""
+    resync_interval_seconds: PositiveSeconds = 600.0
+    """A GPU's status is written at least this often even when nothing changed beyond a threshold
+    (the most a stored reading can age); the first resync after start-up comes at a random point of it."""
+    min_write_interval_seconds: NonNegativeFloat = 240.0
+    """Gauge changes are written at most once per this interval per GPU on average, after a burst of
+    `gauge_write_burst` (0: no limit); health, state and holder are written at once, never limited."""
+    gauge_write_burst: Annotated[int, pydantic.Field(ge=1)] = 3
+    """Gauge changes a GPU may write in a row before `min_write_interval_seconds` applies."""
     heartbeat_interval_seconds: PositiveSeconds = 10.0
-    """How often the Host's heartbeat is written; keep it well inside the operator's grace period."""
+    """How often the host's heartbeat Lease is renewed; keep it well inside the operator's grace period."""
+    host_lease_namespace: str = "gpufleet-host-leases"
+    """Namespace of the hosts' heartbeat Leases (the operator's `GPUFLEET_HOST_LEASE_NAMESPACE`)."""
+    lease_duration_seconds: Annotated[int, pydantic.Field(ge=1)] = 40
+    """`spec.leaseDurationSeconds` written on the Lease, for people and tools reading it (kubelet: 40);
+    the operator judges by its own grace period."""
+    status_resync_seconds: PositiveSeconds = 300.0
+    """The Host's status is written when what it reports changes (state, health, GPUs in use, CPU or
+    memory use by a tenth of the host's capacity), and at least this often (a Node's: 5 minutes)."""
     discovery_interval_seconds: PositiveSeconds = 60.0
     """How often the device list is re-read, so GPUs that appear or disappear are noticed."""
     nvml_call_timeout_seconds: PositiveSeconds = 5.0
     """An NVML sampling pass not done within this is taken as a hung driver: GPU health turns `unknown`."""
     unready_after_hung_samples: Annotated[int, pydantic.Field(ge=1)] = 3
     """Readiness (`/readyz`) fails after this many samples in a row found NVML hung, until it answers again."""
-    temperature_threshold_celsius: NonNegativeFloat = 1.0
-    """Temperature change that makes a status write worth it."""
-    utilization_threshold_percent: NonNegativeFloat = 5.0
-    """Utilisation change, in percentage points, that makes a status write worth it."""
-    memory_threshold_percent: NonNegativeFloat = 1.0
-    """Memory-used change, in percent of the GPU's total memory, that makes a status write worth it."""
-    power_threshold_watts: NonNegativeFloat = 10.0
-    """Power-draw change that makes a status write worth it."""
+    temperature_threshold_celsius: NonNegativeFloat = 5.0
+    """Temperature change that makes a status write worth it (held for two samples, or twice as large at once)."""
+    utilization_threshold_percent: NonNegativeFloat = 20.0
+    """Utilisation change, in percentage points, that makes a status write worth it (same rule)."""
+    memory_threshold_percent: NonNegativeFloat = 5.0
+    """Memory-used change, in percent of the GPU's total memory, that makes a status write worth it (same rule)."""
+    power_threshold_watts: NonNegativeFloat = 50.0
+    """Power-draw change that makes a status write worth it (same rule)."""
     unhealthy_hold_seconds: NonNegativeFloat = 60.0
     """A GPU stays unhealthy this long after its last critical XID or double-bit ECC error, then recovers."""
     ignored_xids: list[Annotated[int, pydantic.Field(ge=0)]] = pydantic.Field(default_factory=list)

@@ -104,6 +104,7 @@ async def _serve(args: argparse.Namespace) -> int:
         config = settings.Settings(**overrides)  # type: ignore[arg-type]
         logs.configure(config.log_level, config.log_format.value)
         await _ensure_namespace(config.namespace)
+        await _ensure_namespace(config.host_lease_namespace)
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

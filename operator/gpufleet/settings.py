@@ -51,6 +51,11 @@ class Settings(pydantic_settings.BaseSettings):
     """A host is offline when no newer heartbeat was observed for this long (Kubernetes' node-monitor grace)."""
     heartbeat_interval_seconds: PositiveSeconds = 10.0
     """Interval at which agents heartbeat; only used to warn when the grace period is under 4x it."""
+    host_lease_namespace: str = "gpufleet-host-leases"
+    """Namespace of the hosts' heartbeat Leases (one per Host, named like it), as `kube-node-lease` is for Nodes."""
+    status_resync_seconds: PositiveSeconds = 300.0
+    """A REST heartbeat rewrites the Host's status only when what it reports changed, or this long after
+    it last did (the Lease carries every heartbeat); as a node's status is written every 5 minutes."""
     leader_election: bool = True
     """Elect one writing replica through a `coordination.k8s.io/v1` Lease; standbys keep a warm view."""
     leader_lease_name: str = "gpufleet-operator"

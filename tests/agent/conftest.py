@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from gpufleet.api import meta
+from gpufleet.api import hostlease, meta
 from gpufleet_agent import agent, nvml, podresources
 from gpufleet_agent.settings import AgentSettings
 from tests.support.waiting import eventually as eventually  # re-exported: the agent tests import it from here
@@ -48,6 +48,25 @@ class Reader:
                 return None
             raise
         return found
+
+    async def lease(self, host_name: str) -> dict[str, Any] | None:
+        """The host's heartbeat Lease, as `kubectl get lease -o json` shows it."""
+        try:
+            found = await client.CoordinationV1Api(self.api.api_client).read_namespaced_lease(
+                host_name, hostlease.NAMESPACE
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        as_json: dict[str, Any] = self.api.api_client.sanitize_for_serialization(found)
+        return as_json
+
+    async def renewed(self, host_name: str) -> str | None:
+        """When the host's Lease was last renewed (`spec.renewTime`), if it has one."""
+        lease = await self.lease(host_name)
+        renew_time: str | None = ((lease or {}).get("spec") or {}).get("renewTime")
+        return renew_time
 
     async def gpus(self, host_name: str) -> dict[str, dict[str, Any]]:
         listing = await self.api.list_cluster_custom_object(

@@ -97,19 +97,24 @@ async def test_heartbeats_keep_coming_with_what_the_agent_reports(
     run_agent: RunAgent, reader: Reader, node_name: str
 ) -> None:
     async with run_agent(fakenvml.scenario("one"), heartbeat_interval_seconds=0.5):
-        first = await eventually(lambda: _heartbeat_of(reader, node_name))
-        later = await eventually(lambda: _newer_heartbeat(reader, node_name, first))
+        first = await eventually(lambda: reader.renewed(node_name))
+        later = await eventually(lambda: _renewed_after(reader, node_name, first))
+        lease = await reader.lease(node_name) or {}
         status = (await reader.host(node_name) or {})["status"]
-    stamp = datetime.datetime.fromisoformat(later)
-    assert later.endswith("Z")
+    stamp = parse(later)
     assert abs((datetime.datetime.now(datetime.UTC) - stamp).total_seconds()) < 10
+    assert lease["spec"]["holderIdentity"] == node_name
+    owner = lease["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"]) == ("Host", node_name)
+    # The status says what the agent reports, written once: not with every renewal.
+    assert status["lastHeartbeat"].endswith("Z")
     assert status["reportedState"] == "online"
     assert status["healthStatus"] == "healthy"
     assert status["usedMemory"] > 0 and status["usedCpu"] >= 0
 
 
-async def _newer_heartbeat(reader: Reader, host_name: str, than: str) -> str | None:
-    current = await _heartbeat_of(reader, host_name)
+async def _renewed_after(reader: Reader, host_name: str, than: str) -> str | None:
+    current = await reader.renewed(host_name)
     return current if current and parse(current) > parse(than) else None
 
 
@@ -263,3 +268,13 @@ async def test_external_allocation_is_left_alone_and_restored_after_a_fault(
         await eventually(lambda: _gpu_in_state(reader, node_name, 0, "unhealthy"))
         restored = await eventually(lambda: _gpu_in_state(reader, node_name, 0, "allocated"))
         assert restored["status"]["allocatedTo"] == "job-42"
+
+
+async def test_renewals_heartbeat_and_the_host_status_is_written_only_with_news(
+    run_agent: RunAgent, reader: Reader, node_name: str
+) -> None:
+    """As kubelet since KEP-589: the Lease every interval, the Host's status on change."""
+    async with run_agent(fakenvml.scenario("one"), heartbeat_interval_seconds=0.1) as node_agent:
+        await eventually(lambda: metric(node_agent, "gpufleet_agent_api_writes_total", kind="lease") >= 12)
+        status_writes = metric(node_agent, "gpufleet_agent_api_writes_total", kind="host_status")
+    assert 1 <= status_writes <= 2  # the first report; one more only if the load average moved a tenth

@@ -35,7 +35,7 @@ async def test_an_api_outage_is_survived_and_the_latest_state_sent_after_it(
     fake = fakenvml.scenario("one")
     async with run_agent(fake) as node_agent:
         await eventually(lambda: _temperature_at_least(reader, node_name, 30))
-        before = (await reader.host(node_name) or {})["status"]["lastHeartbeat"]
+        before = await eventually(lambda: reader.renewed(node_name))
         with emulator.unavailable():
             samples = metric(node_agent, "gpufleet_agent_samples_total")
             fake.heat(0, 20)
@@ -47,7 +47,8 @@ async def test_an_api_outage_is_survived_and_the_latest_state_sent_after_it(
 
 
 async def _heartbeat_after(reader: Reader, host_name: str, before: str) -> bool:
-    return parse((await reader.host(host_name) or {})["status"]["lastHeartbeat"]) > parse(before)
+    renewed = await reader.renewed(host_name)
+    return renewed is not None and parse(renewed) > parse(before)
 
 
 @pytest.mark.emulator
@@ -127,7 +128,7 @@ async def test_the_agent_command_serves_metrics_and_stops_within_a_second_of_sig
             "gpufleet_gpu_healthy",
         ):
             assert f'{family}{{gpu="1",host="{node_name}"' in text
-        assert 'gpufleet_agent_api_writes_total{kind="heartbeat"}' in text
+        assert 'gpufleet_agent_api_writes_total{kind="lease"}' in text
 
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)

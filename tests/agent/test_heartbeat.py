@@ -58,3 +58,60 @@ def test_usage_is_within_the_machines_capacity() -> None:
     capacity, usage = machine.capacity(), machine.usage()
     assert 0 <= usage.used_cpu <= capacity.total_cpu
     assert 0 < usage.used_memory <= capacity.total_memory
+
+
+class TestStatusWrites:
+    """The Lease carries every heartbeat; the Host's status only news, and a resync."""
+
+    CAPACITY = machine.Capacity(
+        hostname="h",
+        ip_address="10.0.0.1",
+        os_type="linux",
+        os_version="",
+        total_cpu=10,
+        total_memory=1000,
+        total_disk=0,
+    )
+
+    def report(
+        self, *, cpu: float = 2.0, memory: int = 300, gpus: int | None = 1, health: str = "healthy"
+    ) -> heartbeat.Report:
+        usage = machine.Usage(used_cpu=cpu, used_memory=memory)
+        return heartbeat.Report.of(usage, self.CAPACITY, health=host.HealthStatus(health), used_gpus=gpus)
+
+    def test_the_first_report_is_written_and_a_repeat_is_not(self) -> None:
+        gate = heartbeat.StatusGate(resync_seconds=300)
+        assert gate.due(self.report(), now=0)
+        gate.written(self.report(), now=0)
+        assert not gate.due(self.report(cpu=2.9, memory=390), now=10)  # within a tenth of capacity
+
+    def test_news_is_written_at_once(self) -> None:
+        gate = heartbeat.StatusGate(resync_seconds=300)
+        gate.written(self.report(), now=0)
+        assert gate.due(self.report(health="unhealthy"), now=1)
+        assert gate.due(self.report(gpus=2), now=1)
+
+    def test_usage_is_written_when_it_moved_a_tenth_of_capacity_at_most_once_a_minute(self) -> None:
+        gate = heartbeat.StatusGate(resync_seconds=300)
+        gate.written(self.report(), now=0)
+        assert not gate.due(self.report(cpu=3.0), now=59)
+        assert gate.due(self.report(cpu=3.0), now=60)
+        assert gate.due(self.report(memory=400), now=60)
+
+    def test_usage_hovering_around_a_step_writes_once(self) -> None:
+        gate = heartbeat.StatusGate(resync_seconds=300)
+        gate.written(self.report(cpu=2.95), now=0)
+        writes = 0
+        for second, cpu in enumerate([3.05, 2.95, 3.05, 2.95, 3.05], start=1):
+            if gate.due(self.report(cpu=cpu), now=second):
+                gate.written(self.report(cpu=cpu), now=second)
+                writes += 1
+        assert writes == 0
+
+    def test_an_unchanged_status_is_written_again_after_the_resync_interval(self) -> None:
+        gate = heartbeat.StatusGate(resync_seconds=300)
+        gate.written(self.report(), now=0)
+        assert not gate.due(self.report(), now=299)
+        assert gate.due(self.report(), now=300)
+        gate.forget()
+        assert gate.due(self.report(), now=301)

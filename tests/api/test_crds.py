@@ -71,7 +71,7 @@ def test_printer_columns_show_what_operators_look_at() -> None:
         ]
         for crd in crds.gpufleet_crds().values()
     }
-    for expected in ["STATUS", "HEALTH", "IP", "CPU", "MEMORY", "GPUS", "LAST HEARTBEAT", "AGE"]:
+    for expected in ["STATUS", "HEALTH", "IP", "CPU", "MEMORY", "GPUS", "REPORTED", "AGE"]:
         assert expected in columns["hosts"]
     for expected in ["HOST", "INDEX", "MODEL", "MEMORY", "STATUS", "ALLOCATED-TO", "TEMP", "UTIL"]:
         assert expected in columns["gpus"]

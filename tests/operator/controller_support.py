@@ -21,7 +21,7 @@ from kubernetes_asyncio.client import exceptions
 from tests.support.waiting import eventually  # re-exported: the controller tests import it from here
 
 from gpufleet import settings, tokens
-from gpufleet.api import gpu, host, meta
+from gpufleet.api import gpu, host, hostlease, meta
 from gpufleet.controller import events, main
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -88,6 +88,22 @@ class Fleet:
         await self.custom.create_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, body)
         self.created.append(name)
         return name
+
+    async def renew(self, name: str, *, holder: str | None = None) -> None:
+        """Renew the host's Lease as its agent does (holder: its node, i.e. its name, by default)."""
+        leases = client.CoordinationV1Api(self.custom.api_client)
+        namespace = hostlease.NAMESPACE
+        renewal = hostlease.renewal(holder=holder or name, duration_seconds=40)
+        try:
+            await leases.patch_namespaced_lease(name, namespace, renewal, _content_type=MERGE_PATCH)
+        except exceptions.ApiException as error:
+            if error.status != 404:
+                raise
+            uid = (await self.get(name))["metadata"]["uid"]
+            manifest = hostlease.manifest(
+                host_name=name, host_uid=uid, namespace=namespace, holder=holder or name, duration_seconds=40
+            )
+            await leases.create_namespaced_lease(namespace, manifest)
 
     async def heartbeat(self, name: str, *, at: datetime.datetime | None = None, **fields: Any) -> None:
         """Patch `/status` as an agent does: a new lastHeartbeat plus whatever it reports."""

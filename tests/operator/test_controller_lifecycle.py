@@ -121,3 +121,30 @@ async def _condition_is(fleet: Fleet, name: str, type_: str, status: str) -> boo
 
 async def _has_reason(fleet: Fleet, name: str, reason: str) -> bool:
     return reason in await fleet.event_reasons(name)
+
+
+async def test_lease_renewals_alone_keep_a_host_online_and_their_silence_takes_it_offline(fleet: Fleet) -> None:
+    """Heartbeats on Leases (KEP-589): the Host's status is not written with every heartbeat."""
+    name = await fleet.apply_host()
+    await eventually(lambda: _state_is(fleet, name, "offline"))
+    await fleet.renew(name)  # the first renewal creates the Lease
+    for _ in range(6):  # 1.5 grace periods of renewals every quarter grace
+        await asyncio.sleep(GRACE / 4)
+        await fleet.renew(name)
+        await eventually(lambda: _state_is(fleet, name, "online"), within=GRACE / 4)
+    await eventually(lambda: _state_is(fleet, name, "offline"), within=GRACE + 1.0)
+    assert "lastHeartbeat" not in await fleet.status(name)
+
+
+async def test_a_lease_renewed_by_another_node_keeps_no_host_online(fleet: Fleet) -> None:
+    """What the node-restriction policy lets an agent write, its own node's name as holder,
+    does not speak for a host bound to another node."""
+    name = await fleet.apply_host(node_name="gpu-node-1")
+    await eventually(lambda: _state_is(fleet, name, "offline"))
+    for _ in range(4):
+        await fleet.renew(name, holder="gpu-node-2")
+        await asyncio.sleep(GRACE / 4)
+    assert await _state_is(fleet, name, "offline")
+    await fleet.renew(name, holder="gpu-node-1")
+    await fleet.renew(name, holder="gpu-node-1")
+    await eventually(lambda: _state_is(fleet, name, "online"), within=GRACE)

@@ -154,7 +154,14 @@ PRINTER_COLUMNS: list[dict[str, object]] = [
     {"name": "CPU", "type": "integer", "jsonPath": ".spec.totalCpu"},
     {"name": "Memory", "type": "integer", "jsonPath": ".spec.totalMemory", "description": "bytes"},
     {"name": "GPUs", "type": "string", "jsonPath": ".status.gpus", "description": "used/total"},
-    {"name": "Last Heartbeat", "type": "date", "jsonPath": ".status.lastHeartbeat"},
+    # Not "Last Heartbeat": heartbeats renew the host's Lease, and the status is written only when
+    # it changes or every 5 minutes, so a heartbeat column here would lag by minutes and lie.
+    {
+        "name": "Reported",
+        "type": "date",
+        "jsonPath": ".status.lastHeartbeat",
+        "description": "when the host last reported its status (at least every 5 minutes); heartbeats renew its Lease",
+    },
     {"name": "Display Name", "type": "string", "jsonPath": ".spec.displayName", "priority": 1},
     {"name": "OS", "type": "string", "jsonPath": ".spec.osType", "priority": 1},
     {"name": "Mode", "type": "string", "jsonPath": ".spec.deploymentMode", "priority": 1},

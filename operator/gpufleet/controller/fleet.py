@@ -1,6 +1,6 @@
 """The operator's in-memory view of the fleet, and the one place that turns it into API writes.
 
-Every input (a Host or a GPU from its informer, a passed deadline) updates the
+Every input (a Host, a Lease or a GPU from its informer, a passed deadline) updates the
 view and schedules the host on a work queue (`workqueue`): a host waits there at most once, and
 a fixed pool of workers brings it to what it should be, one worker per host at a time, so an
 informer never waits for a write and a burst of hosts costs no more tasks than the pool.
@@ -29,7 +29,7 @@ from kubernetes_asyncio.client import exceptions
 
 from gpufleet import informer, tokens
 from gpufleet import settings as settings_
-from gpufleet.api import host, meta
+from gpufleet.api import host, hostlease, meta
 from gpufleet.controller import agent_tokens, cleanup, events, liveness, metrics, rollup, status, workqueue
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,16 @@ def host_view(body: Mapping[str, Any]) -> dict[str, Any]:
     return {"metadata": metadata, "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
 
 
+def lease_view(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the operator keeps of a host Lease: whose it is, who renewed it, and when."""
+    metadata = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    return {
+        "metadata": {"name": metadata.get("name"), "resourceVersion": metadata.get("resourceVersion")},
+        "spec": {"holderIdentity": spec.get("holderIdentity"), "renewTime": spec.get("renewTime")},
+    }
+
+
 class NotLeading(Exception):
     """A write was about to happen on a replica that no longer holds the Lease."""
 
@@ -73,10 +83,13 @@ class Fleet:
         self.identity = identity
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.coordination = client.CoordinationV1Api(api)
         self.liveness = tracker if tracker is not None else liveness.Liveness(config.grace_period_seconds)
         self.hosts = informer.Store(transform=host_view, keep_deleting=True)
         """Hosts as the informer last saw them, with our own writes overlaid (see `_overlay_own_writes`)."""
         self.rollup = rollup.Rollup()
+        self.leases = informer.Store(transform=lease_view)
+        """The hosts' heartbeat Leases, as the informer last saw them."""
         self.leading = not config.leader_election
         self._fence = fence
         self.written: dict[str, dict[str, dict[str, Any]]] = {}
@@ -120,6 +133,21 @@ class Fleet:
         self._deleted.add(name)
         self.schedule(name)
 
+    def lease_seen(self, lease: dict[str, Any], old: dict[str, Any] | None = None) -> None:
+        """A host's Lease was renewed (or first seen): a heartbeat, if its holder may speak for the host.
+
+        Only a host that is not online yet needs work: a renewal of an online host moves its
+        deadline and nothing else, which is what keeps 1,000 renewals a second cheap.
+        """
+        name = str(lease["metadata"]["name"])
+        view = self.hosts.get(name)
+        if view is None or not hostlease.may_renew(hostlease.holder(lease), view):
+            return  # no such Host (yet), or renewed by a node that is not the host's
+        if self.liveness.observe_lease(name, hostlease.renew_time(lease)):
+            self.metrics.heartbeats.inc()
+            if view["status"].get("state") != host.HostState.ONLINE:
+                self.schedule(name)
+
     def is_live_host(self, name: str) -> bool:
         """Whether the Host exists and is not being deleted, as last seen."""
         view = self.hosts.get(name)
@@ -151,7 +179,10 @@ class Fleet:
             async with limit:
                 sent_at = self.liveness.clock()
                 try:
-                    body = await self.custom.get_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, name)
+                    body, lease = await asyncio.gather(
+                        self.custom.get_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, name),
+                        self._read_lease(name),
+                    )
                 except exceptions.ApiException as error:
                     if error.status != 404:  # a deleted Host's DELETED event is on its way
                         logger.warning("could not read host %s: %s", name, error.reason)
@@ -163,10 +194,35 @@ class Fleet:
             stored = self.hosts.apply(body)
             if stored is not None:
                 self.host_seen(stored, old)
-            heartbeat = ((self.hosts.get(name) or {}).get("status") or {}).get("lastHeartbeat")
-            self.liveness.checked(name, heartbeat=heartbeat, sent_at=sent_at)
+            current = self.hosts.get(name) or {}
+            renew_time = None
+            if lease is not None:
+                self.leases.apply(lease)
+                self.lease_seen(lease_view(lease))
+                if current and hostlease.may_renew(hostlease.holder(lease), current):
+                    renew_time = hostlease.renew_time(lease)
+            heartbeat = (current.get("status") or {}).get("lastHeartbeat")
+            self.liveness.checked(name, heartbeat=heartbeat, renew_time=renew_time, sent_at=sent_at)
 
         await asyncio.gather(*(read(name) for name in names))
+
+    async def _read_lease(self, name: str) -> dict[str, Any] | None:
+        """The host's Lease as the API holds it now, or None when it has none."""
+        try:  # raw: renewTime is compared as the text the watch delivers, not as a parsed datetime
+            response: Any = await self.coordination.read_namespaced_lease(
+                name, self.config.host_lease_namespace, _preload_content=False
+            )
+        except exceptions.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        async with response:
+            body: dict[str, Any] = await response.json()
+        if response.status == 404:
+            return None
+        if response.status >= 400:
+            raise exceptions.ApiException(status=response.status, reason=str(body.get("message", "")))
+        return body
 
     def lead(self, leading: bool) -> None:
         """Start or stop writing; a new leader reconciles every host from its warm view."""

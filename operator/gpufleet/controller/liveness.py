@@ -1,22 +1,27 @@
 """Liveness from heartbeats, judged by the operator's own clock, with one deadline queue for all hosts.
 
-A heartbeat is *observed* when a host's `status.lastHeartbeat` differs from the value last seen,
-whatever the timestamp says: it was written by another machine's clock, so comparing it with ours
-would let clock skew flip hosts (this is how the node lifecycle controller judges Nodes). The host
-is then online until `now + grace` on our monotonic clock.
+Heartbeats come through two channels: the renewal of the host's Lease (`spec.renewTime`, what
+agents and the facade write), and `status.lastHeartbeat` on the Host itself (what agents wrote
+before Leases, and still write with every status report), so agents of either kind keep their
+hosts online through a rolling upgrade. A heartbeat is *observed* when either value differs from
+the one last seen on that channel, whatever the timestamp says: it was written by another
+machine's clock, so comparing it with ours would let clock skew flip hosts (this is how the node
+lifecycle controller judges Nodes). The host is then online until `now + grace` on our monotonic
+clock.
 
 Expiry is a heap of deadlines with lazy invalidation: a newer heartbeat pushes a new entry and
 leaves the old one to be skipped when popped. One task sleeps until the earliest deadline, so the
 cost grows with heartbeats, not with hosts x time, and no host is polled.
 
 No verdict while blind: a host is offline only when the operator could have seen its heartbeat
-for the whole grace period. A passed deadline is a verdict only once the view is confirmed
-*after* the deadline: by the watch (`confirm`: an event or bookmark arrived later, so a heartbeat
-written before it would have arrived too; in a fleet that heartbeats this takes milliseconds),
-or, where the watch is quiet, by reading the Host itself (`checked`: a GET sent after the
-deadline shows no newer heartbeat). While the watch is stale (`suspend`) nothing expires, and
-when it is fresh again (`resume`) every host still online gets a full grace period from that
-moment, as after a restart: a heartbeat that fell into the gap is not held against its host.
+for the whole grace period, on every channel. A passed deadline is a verdict only once each
+channel's view is confirmed *after* the deadline: by its watch (`confirm`: an event or bookmark
+arrived later, so a heartbeat written before it would have arrived too; in a fleet that
+heartbeats this takes milliseconds), or, where a watch is quiet, by reading the Host and its
+Lease (`checked`: reads sent after the deadline show no newer heartbeat). While any channel's
+watch is stale (`suspend`) nothing expires, and when all are fresh again (`resume`) every host
+still online gets a full grace period from that moment, as after a restart: a heartbeat that
+fell into the gap is not held against its host.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from typing import Protocol
 
 #: How long a passed deadline waits for the watch to confirm it before the Host is read directly.
 CHECK_AFTER_SECONDS = 0.25
+#: The heartbeat channels: the Host's `status.lastHeartbeat`, and its Lease's `spec.renewTime`.
+STATUS, LEASE = "hosts", "leases"
 
 
 class Clock(Protocol):
@@ -41,8 +48,10 @@ class Clock(Protocol):
 
 @dataclasses.dataclass
 class _Tracked:
-    heartbeat: str | None
-    """`status.lastHeartbeat` as last seen, compared for equality only."""
+    beats: dict[str, str] = dataclasses.field(default_factory=dict)
+    """The last heartbeat value seen on each channel, compared for equality only."""
+    host_seen: bool = False
+    """Whether the Host itself was seen (a Lease may come first)."""
     observed_at: float | None = None
     """Our monotonic time when a heartbeat was last observed (None: none since we started)."""
     deadline: float | None = None
@@ -54,18 +63,30 @@ class _Tracked:
 class Liveness:
     """Which hosts are online, from observed heartbeats; `expired()` says who just went offline."""
 
-    def __init__(self, grace_seconds: float, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self, grace_seconds: float, clock: Clock = time.monotonic, channels: tuple[str, ...] = (STATUS,)
+    ) -> None:
         self.grace_seconds = grace_seconds
         self.clock = clock
         self._hosts: dict[str, _Tracked] = {}
         self._heap: list[tuple[float, str]] = []
         self.changed = asyncio.Event()
         """Set when a deadline earlier than every queued one may exist, so the expiry loop re-plans."""
-        self.suspended = True
-        """While the view is stale (and until it is first fresh), nothing expires."""
-        self.confirmed_at = float("-inf")
-        """Our clock when the watch last confirmed the view; only deadlines before it can expire."""
+        self._stale = set(channels)
+        """Channels whose watch is stale (or not yet synced): while any is, nothing expires."""
+        self._confirmed = dict.fromkeys(channels, float("-inf"))
+        """Our clock when each channel's watch last confirmed its view."""
         self._awaiting_confirmation = False
+
+    @property
+    def suspended(self) -> bool:
+        """While a channel's view is stale (and until each is first fresh), nothing expires."""
+        return bool(self._stale)
+
+    @property
+    def confirmed_at(self) -> float:
+        """Our clock up to which every channel's watch confirmed the view; only deadlines before it expire."""
+        return min(self._confirmed.values())
 
     def observe(self, name: str, *, heartbeat: str | None, reported_offline: bool, state: str | None) -> bool:
         """Account for a host as the API shows it now; whether a newer heartbeat was observed.
@@ -74,20 +95,40 @@ class Liveness:
         every host after a restart) an online host keeps a full grace period, so a restart flaps
         nothing, and an offline one waits for a heartbeat it has not seen yet.
         """
-        tracked = self._hosts.get(name)
+        tracked = self._hosts.setdefault(name, _Tracked())
         observed = False
-        if tracked is None:
-            tracked = self._hosts[name] = _Tracked(heartbeat=heartbeat)
+        if not tracked.host_seen:
+            tracked.host_seen = True
+            if heartbeat is not None:
+                tracked.beats[STATUS] = heartbeat
             if state == "online" or (state is None and heartbeat is not None):
                 self._extend(name, tracked)
-        elif heartbeat is not None and heartbeat != tracked.heartbeat:
-            tracked.heartbeat = heartbeat
-            tracked.observed_at = self.clock()
-            self._extend(name, tracked)
-            observed = True
+        else:
+            observed = self._beat(name, tracked, STATUS, heartbeat)
         if reported_offline:
             tracked.deadline = None
         return observed
+
+    def observe_lease(self, name: str, renew_time: str | None) -> bool:
+        """Account for a renewal of the host's Lease; whether it is a newer heartbeat.
+
+        The first value seen is a heartbeat only when the view is fresh (a Lease created or
+        renewed while we watch); during the first list it may be a dead host's last renewal.
+        """
+        tracked = self._hosts.setdefault(name, _Tracked())
+        if LEASE not in tracked.beats and self.suspended:
+            if renew_time is not None:
+                tracked.beats[LEASE] = renew_time
+            return False
+        return self._beat(name, tracked, LEASE, renew_time)
+
+    def _beat(self, name: str, tracked: _Tracked, channel: str, value: str | None) -> bool:
+        if value is None or tracked.beats.get(channel) == value:
+            return False
+        tracked.beats[channel] = value
+        tracked.observed_at = self.clock()
+        self._extend(name, tracked)
+        return True
 
     def _extend(self, name: str, tracked: _Tracked) -> None:
         tracked.deadline = self.clock() + self.grace_seconds
@@ -100,23 +141,27 @@ class Liveness:
         tracked = self._hosts.get(name)
         return tracked is not None and tracked.deadline is not None
 
-    def confirm(self, at: float) -> None:
-        """The watch delivered something at `at` (our clock): the view is complete up to then.
+    def confirm(self, at: float, channel: str = STATUS) -> None:
+        """The channel's watch delivered something at `at` (our clock): its view is complete up to then.
 
         Called for every event, so it does O(1) work and wakes the expiry loop only if it waits.
         """
-        self.confirmed_at = at
+        self._confirmed[channel] = at
         if self._awaiting_confirmation:
             self._awaiting_confirmation = False
             self.changed.set()
 
-    def suspend(self) -> None:
-        """The view is stale: stop expiring until `resume`."""
-        self.suspended = True
+    def suspend(self, channel: str = STATUS) -> None:
+        """The channel's view is stale: stop expiring until `resume`."""
+        self._stale.add(channel)
 
-    def resume(self) -> None:
-        """The view is fresh again: every host still online gets a full grace period from now."""
-        self.suspended = False
+    def resume(self, channel: str = STATUS) -> None:
+        """The channel's view is fresh again; once every channel is, every host still online gets
+        a full grace period from now."""
+        was_suspended = self.suspended
+        self._stale.discard(channel)
+        if self.suspended or not was_suspended:
+            return
         deadline = self.clock() + self.grace_seconds
         self._heap = []
         for name, tracked in self._hosts.items():
@@ -130,10 +175,12 @@ class Liveness:
         """Stop tracking a deleted host; its queued deadline is skipped when it comes up."""
         self._hosts.pop(name, None)
 
-    def checked(self, name: str, *, heartbeat: str | None, sent_at: float) -> None:
-        """A read of the Host sent at `sent_at` showed `heartbeat`: if nothing newer, its silence is real."""
+    def checked(self, name: str, *, sent_at: float, heartbeat: str | None, renew_time: str | None = None) -> None:
+        """Reads of the Host and its Lease sent at `sent_at` showed `heartbeat` and `renew_time`:
+        if neither is newer than what was seen, the host's silence is real."""
         tracked = self._hosts.get(name)
-        if tracked is not None and tracked.heartbeat == heartbeat:
+        read = {STATUS: heartbeat, LEASE: renew_time}
+        if tracked is not None and all(value is None or tracked.beats.get(c) == value for c, value in read.items()):
             tracked.checked_at = max(tracked.checked_at, sent_at)
             self.changed.set()
 

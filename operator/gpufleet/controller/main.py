@@ -49,8 +49,9 @@ def kopf_settings() -> kopf.OperatorSettings:
 
 
 def informers(the_fleet: fleet.Fleet, api: Any, config: settings_.Settings) -> list[informer.Informer]:
-    """The operator's informers, each feeding the fleet view; the Host informer also gates liveness."""
-    custom = api["custom"]
+    """The operator's informers, each feeding the fleet view; the Host and Lease informers, the two
+    heartbeat channels, also gate liveness (no verdict while either is blind)."""
+    custom, coordination = api["custom"], api["coordination"]
     tracker = the_fleet.liveness
 
     def lister(call: Callable[..., Awaitable[Any]], *args: Any, **fixed: Any) -> informer.Lister:
@@ -67,6 +68,16 @@ def informers(the_fleet: fleet.Fleet, api: Any, config: settings_.Settings) -> l
             on_fresh=tracker.resume,
             on_stale=tracker.suspend,
             on_contact=tracker.confirm,
+            timeout=timeout,
+        ),
+        informer.Informer(
+            "leases",
+            lister(coordination.list_namespaced_lease, config.host_lease_namespace),
+            store=the_fleet.leases,
+            on_upsert=the_fleet.lease_seen,
+            on_fresh=lambda: tracker.resume(liveness.LEASE),
+            on_stale=lambda: tracker.suspend(liveness.LEASE),
+            on_contact=lambda at: tracker.confirm(at, liveness.LEASE),
             timeout=timeout,
         ),
         informer.Informer(
@@ -104,7 +115,7 @@ async def serve(
     `identity` names this replica in the leader Lease and in its Events' `reportingInstance`.
     """
     identity = identity or f"{socket.gethostname()}@{os.getpid()}/{secrets.token_hex(4)}"
-    tracker = liveness.Liveness(config.grace_period_seconds)
+    tracker = liveness.Liveness(config.grace_period_seconds, channels=(liveness.STATUS, liveness.LEASE))
     elector: leaderelection.LeaderElector | None = None
     fence: Callable[[], bool] | None = None
     async with await kube.api_client(kubeconfig, request_timeout=config.write_timeout_seconds()) as api:
@@ -122,7 +133,7 @@ async def serve(
             )
             fence = elector.is_leader
         the_fleet = fleet.Fleet(config, api, identity=identity, tracker=tracker, fence=fence)
-        views = informers(the_fleet, {"custom": the_fleet.custom, "core": the_fleet.core}, config)
+        views = informers(the_fleet, {"custom": the_fleet.custom, "coordination": the_fleet.coordination}, config)
         _export(the_fleet, views)
         ours = [
             asyncio.create_task(
