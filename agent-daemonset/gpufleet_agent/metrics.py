@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import prometheus_client
 from aiohttp import web
+from prometheus_client import aiohttp as prometheus_aiohttp
 
 from gpufleet_agent import sampling
 
@@ -107,9 +108,6 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 metric.remove(*labels)
 
-    def exposition(self) -> bytes:
-        return prometheus_client.generate_latest(self.registry)
-
 
 def _ratio(percent: float | None) -> float | None:
     return None if percent is None else percent / 100
@@ -126,9 +124,6 @@ async def serve(
     may not even die, so a liveness failure would only add a restart loop to a sick node.
     """
 
-    async def scrape(_: web.Request) -> web.Response:
-        return web.Response(body=metrics.exposition(), headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
-
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -139,7 +134,7 @@ async def serve(
         return web.Response(text="ok")
 
     app = web.Application()
-    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/metrics", prometheus_aiohttp.make_aiohttp_handler(metrics.registry))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     runner = web.AppRunner(app, access_log=None)
