@@ -1,9 +1,9 @@
 """Running the emulator: in a background thread, inside a running loop, or in the foreground.
 
-Tests use the thread form so that synchronous clients (kubectl, the ``kubernetes``
-library) and Kopf's own loop can talk to it; ``gpufleet dev`` runs it on the loop it
-shares with the operator and the facade (``async with emulated_api(...)``), and
-``serve()`` runs it alone until interrupted.
+The thread form (``EmulatedCluster().start()``) lets synchronous clients (kubectl, the
+``kubernetes`` library) and other event loops talk to it; ``async with emulated_api(...)``
+runs it on the caller's loop, for asynchronous clients only; ``serve()`` runs it alone until
+interrupted.
 """
 
 from __future__ import annotations
