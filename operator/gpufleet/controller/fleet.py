@@ -1,4 +1,8 @@
-"""The operator's in-memory view of the fleet, and the one place that turns it into API writes.
+"""The operator's in-memory view of the fleet, and the one place that decides what to write.
+
+Three jobs, three modules: this view (inputs, liveness, what each host should be), the work
+queue that runs one worker per host (`workqueue`), and the writer that says it to the API
+behind the leader's fence (`writer`).
 
 Every input (a Host, a Lease or a GPU from its informer, a passed deadline) updates the
 view and schedules the host on a work queue (`workqueue`): a host waits there at most once, and
@@ -11,7 +15,7 @@ A host's reconciliation is retried until it succeeds, whatever the failure (a re
 a timeout, a 5xx, a 429), with jittered backoff: an offline verdict is the one write no later
 event will repair, since a dead host sends none. Every call is bounded by a timeout, so hung
 calls cannot hold the write slots. Only the leader writes, and only while its Lease is
-renewed (`fence`); standbys keep the whole view warm (liveness, GPU counts, tokens), so a
+renewed (`fence`, checked by `writer` before every call); standbys keep the whole view warm (liveness, GPU counts, tokens), so a
 take-over starts from what the fleet did, not from zero.
 """
 
@@ -30,7 +34,7 @@ from kubernetes_asyncio.client import exceptions
 from gpufleet import informer, tokens
 from gpufleet import settings as settings_
 from gpufleet.api import host, hostlease, meta
-from gpufleet.controller import agent_tokens, cleanup, events, liveness, metrics, rollup, status, workqueue
+from gpufleet.controller import liveness, metrics, rollup, status, workqueue, writer
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +47,6 @@ CHECK_CONCURRENCY = 16
 #: Backoff between attempts to write a host after a failure.
 RETRY_FIRST_SECONDS = 0.2
 RETRY_MAX_SECONDS = 5.0
-#: Event reason when a host gets a new agent token (see `agent_tokens`).
-TOKEN_ISSUED = "TokenIssued"  # noqa: S105 - an Event reason
 
 
 def host_view(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,12 +65,9 @@ def lease_view(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class NotLeading(Exception):
-    """A write was about to happen on a replica that no longer holds the Lease."""
-
-
 class Fleet:
-    """Hosts as last seen, their liveness and GPU counts; writes what should change."""
+    """Hosts as last seen, their liveness and GPU counts; decides what should change, and has
+    `writer` say it, from the work queue's workers only."""
 
     def __init__(
         self,
@@ -81,7 +80,6 @@ class Fleet:
     ) -> None:
         self.config = config
         self.identity = identity
-        self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.coordination = client.CoordinationV1Api(api)
         self.liveness = tracker if tracker is not None else liveness.Liveness(config.grace_period_seconds)
@@ -94,8 +92,10 @@ class Fleet:
         self._fence = fence
         self.written: dict[str, dict[str, dict[str, Any]]] = {}
         """Operator-owned status fields and labels written but not yet seen back in a watch event."""
-        self.event_bucket = events.Bucket()
         self.metrics = metrics.Metrics()
+        self.writer = writer.HostWriter(
+            api, namespace=config.namespace, identity=identity, may_write=self.may_write, counters=self.metrics
+        )
         self.metrics.watch_fleet(self._host_states, self.rollup.by_state, self.liveness.oldest_heartbeat_age)
         self._deadlines: dict[str, float] = {}
         self._deleted: set[str] = set()
@@ -264,7 +264,7 @@ class Fleet:
         """
         try:
             await self._bring_up_to_date(name)
-        except NotLeading:
+        except writer.NotLeading:
             return  # lost the Lease meanwhile: a new leader queues every host again
 
     async def _bring_up_to_date(self, name: str) -> None:
@@ -273,105 +273,28 @@ class Fleet:
         view = self.hosts.get(name)
         if view is None:
             if name in self._deleted:
-                await self._release(name)
+                await self.writer.release(name)
                 self._deleted.discard(name)
             return
         metadata = view["metadata"]
         finalizers = list(metadata.get("finalizers") or [])
         if metadata.get("deletionTimestamp"):
             if meta.CLEANUP_FINALIZER in finalizers:
-                await self._release(name, finalize=True)
+                await self.writer.release(name, finalize=True)
             return
         await self.reconcile(name)
         if meta.CLEANUP_FINALIZER not in finalizers:
-            await self._add_finalizer(name, finalizers)
+            await self.writer.add_finalizer(name, finalizers)
         if tokens.needs_token(view):
             await self._issue_token(view)
 
-    def _check_fence(self) -> None:
-        if not self.may_write():
-            raise NotLeading
-
-    async def _json_patch_host(self, name: str, patch: list[dict[str, Any]]) -> None:
-        self._check_fence()
-        await self.custom.patch_cluster_custom_object(
-            meta.GROUP,
-            meta.VERSION,
-            host.PLURAL,
-            name,
-            patch,
-            _content_type=JSON_PATCH,  # type: ignore[call-arg] # accepted by every API method
-        )
-
-    async def _add_finalizer(self, name: str, finalizers: list[str]) -> None:
-        patch = (
-            [{"op": "add", "path": "/metadata/finalizers/-", "value": meta.CLEANUP_FINALIZER}]
-            if finalizers
-            else [{"op": "add", "path": "/metadata/finalizers", "value": [meta.CLEANUP_FINALIZER]}]
-        )
-        try:
-            await self._json_patch_host(name, patch)
-        except exceptions.ApiException as error:
-            if error.status not in (404, 409, 422):  # gone, or raced: the next event retries
-                raise
-
-    async def _release(self, name: str, *, finalize: bool = False) -> None:
-        """Delete the host's GPUs and token, then (for a Host being deleted) let it go."""
-        self._check_fence()
-        gpus = await cleanup.release(self.custom, self.core, host_name=name, namespace=self.config.namespace)
-        if finalize:
-            await self._remove_finalizer(name)
-        logger.info("host %s deleted with its %d GPUs and agent token", name, gpus, extra={"host": name})
-
-    async def _remove_finalizer(self, name: str) -> None:
-        for _ in range(5):  # the test fails when the list changed meanwhile: read it again
-            try:
-                body = await self.custom.get_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, name)
-            except exceptions.ApiException as error:
-                if error.status == 404:
-                    return
-                raise
-            current = list(body["metadata"].get("finalizers") or [])
-            if meta.CLEANUP_FINALIZER not in current:
-                return
-            patch = [
-                {"op": "test", "path": "/metadata/finalizers", "value": current},
-                {
-                    "op": "replace",
-                    "path": "/metadata/finalizers",
-                    "value": [f for f in current if f != meta.CLEANUP_FINALIZER],
-                },
-            ]
-            try:
-                await self._json_patch_host(name, patch)
-                return
-            except exceptions.ApiException as error:
-                if error.status == 404:
-                    return
-                if error.status not in (409, 422):
-                    raise
-
     async def _issue_token(self, view: dict[str, Any]) -> None:
-        host_name = str(view["metadata"]["name"])
-        host_uid = str(view["metadata"].get("uid", ""))
-        self._check_fence()
-        try:
-            issued, digest = await agent_tokens.ensure(
-                self.core, self.custom, host_name=host_name, host_uid=host_uid, namespace=self.config.namespace
-            )
-        except exceptions.ApiException as error:
-            if error.status == 404:  # the Host went meanwhile: its DELETED event will follow
-                return
-            raise
-        # Until the watch shows the annotation, the view must not ask for another token; asking
-        # again would be harmless (the Secret answers with the same token) but costs three calls.
-        annotations = {**(view["metadata"].get("annotations") or {}), tokens.DIGEST_ANNOTATION: digest}
-        view["metadata"] = {**view["metadata"], "annotations": annotations}
-        if issued:
-            secret = f"{self.config.namespace}/{tokens.secret_name(host_name)}"
-            logger.info("issued an agent token for host %s in Secret %s", host_name, secret, extra={"host": host_name})
-            event = status.Event("Normal", TOKEN_ISSUED, f"a new agent token was issued in Secret {secret}")
-            await self._send(host_name, host_uid, event)
+        digest = await self.writer.issue_token(str(view["metadata"]["name"]), str(view["metadata"].get("uid", "")))
+        if digest is not None:
+            # Until the watch shows the annotation, the view must not ask for another token; asking
+            # again would be harmless (the Secret answers with the same token) but costs three calls.
+            annotations = {**(view["metadata"].get("annotations") or {}), tokens.DIGEST_ANNOTATION: digest}
+            view["metadata"] = {**view["metadata"], "annotations": annotations}
 
     # ----- reconciliation -------------------------------------------------------------------------
 
@@ -415,15 +338,7 @@ class Fleet:
         wrote = False
         try:
             if todo.status_patch is not None:
-                self._check_fence()
-                await self.custom.patch_cluster_custom_object_status(
-                    meta.GROUP,
-                    meta.VERSION,
-                    host.PLURAL,
-                    name,
-                    {"status": todo.status_patch},
-                    _content_type=MERGE_PATCH,  # type: ignore[call-arg] # accepted by every API method
-                )
+                await self.writer.patch_status(name, todo.status_patch)
                 view["status"] = {**view["status"], **todo.status_patch}
                 self._remember(name)["status"].update(todo.status_patch)
                 wrote = True
@@ -445,15 +360,7 @@ class Fleet:
 
     async def _label(self, view: dict[str, Any], labels: dict[str, str]) -> None:
         name = view["metadata"]["name"]
-        self._check_fence()
-        await self.custom.patch_cluster_custom_object(
-            meta.GROUP,
-            meta.VERSION,
-            host.PLURAL,
-            name,
-            {"metadata": {"labels": labels}},
-            _content_type=MERGE_PATCH,  # type: ignore[call-arg] # accepted by every API method
-        )
+        await self.writer.patch_labels(name, labels)
         view["metadata"] = {**view["metadata"], "labels": {**(view["metadata"].get("labels") or {}), **labels}}
         self._remember(name)["labels"].update(labels)
 
@@ -461,20 +368,7 @@ class Fleet:
         return self.written.setdefault(name, {"status": {}, "labels": {}})
 
     async def _post(self, view: dict[str, Any], event: status.Event) -> None:
-        await self._send(view["metadata"]["name"], str(view["metadata"].get("uid", "")), event)
-
-    async def _send(self, host_name: str, host_uid: str, event: status.Event) -> None:
-        self._check_fence()
-        sent = await events.post(
-            self.core,
-            host_name=host_name,
-            host_uid=host_uid,
-            event=event,
-            instance=self.identity,
-            bucket=self.event_bucket,
-        )
-        if not sent:
-            self.metrics.events_dropped.inc()
+        await self.writer.post(view["metadata"]["name"], str(view["metadata"].get("uid", "")), event)
 
     def _host_states(self) -> Iterator[tuple[str, str]]:
         for view in list(self.hosts.values()):  # a snapshot, though scrapes run on the loop
