@@ -13,6 +13,7 @@ import hashlib
 import logging
 import signal
 import sys
+import time
 
 import pydantic
 
@@ -56,11 +57,19 @@ def allocation_for(settings: AgentSettings) -> podresources.PodResources | None:
 async def _serve(settings: AgentSettings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    signalled_at: list[float] = []
+
+    def on_signal() -> None:
+        signalled_at.append(time.monotonic())
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     node_agent = agent.Agent(settings, library_for(settings), allocation=allocation_for(settings))
     try:
         await node_agent.run(stop)
+        if signalled_at:  # how long a stop takes, from the agent's side (a rollout waits for it)
+            logger.info("stopped %.3fs after the signal", time.monotonic() - signalled_at[0])
     except kubeapi.ConfigError as error:
         logger.error("cannot reach the Kubernetes API: %s", error)
         return 1
