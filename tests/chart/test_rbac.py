@@ -17,6 +17,7 @@ from . import rendering
 
 Grant = rendering.Grant
 NS = rendering.NAMESPACE
+LEASES = "gpufleet-host-leases"  # hostLeases.namespace: the hosts' heartbeat Leases
 
 
 def _expand(scope: str, group: str, resource: str, verbs: str, name: str = "") -> set[Grant]:
@@ -32,8 +33,10 @@ OPERATOR: set[Grant] = (
     | _expand("cluster", "gpufleet.io", "hosts", "get list watch patch")
     # fleet.Fleet status writes (patch_cluster_custom_object_status)
     | _expand("cluster", "gpufleet.io", "hosts/status", "patch")
-    # GPU informer (list, watch) for the roll-up; cleanup.release lists and deletes a host's GPUs
-    | _expand("cluster", "gpufleet.io", "gpus", "list watch delete")
+    # GPU informer (list, watch) for the roll-up; cleanup.release lists and deletes a host's GPUs;
+    # writer.mask_gpu / unmask_gpu annotate (patch) and set the state of (gpus/status) an offline host's GPUs
+    | _expand("cluster", "gpufleet.io", "gpus", "list watch delete patch")
+    | _expand("cluster", "gpufleet.io", "gpus/status", "patch")
     # agent_tokens.ensure: creates a host's token Secret, reads it when create answers 409 (get), fills
     # an empty one (update); cleanup.release deletes it. No informer on Secrets: no list, no watch.
     | _expand(NS, "", "secrets", "create get update delete")
@@ -42,6 +45,9 @@ OPERATOR: set[Grant] = (
     # cannot be narrowed by name)
     | _expand(NS, "coordination.k8s.io", "leases", "get update", "gpufleet-operator")
     | _expand(NS, "coordination.k8s.io", "leases", "create")
+    # host Leases: the informer (controller.main.informers) lists and watches them; fleet.Fleet._read_lease
+    # reads one (get) before declaring a silent host offline. Nothing written: agents and the facade renew them
+    | _expand(LEASES, "coordination.k8s.io", "leases", "get list watch")
     # events.post, in events.EVENTS_NAMESPACE ("default"): Events about cluster-scoped Hosts
     | _expand("default", "", "events", "create")
 )
@@ -57,6 +63,9 @@ FACADE: set[Grant] = (
     # nothing on Secrets: agent tokens are checked against the Host's gpufleet.io/agent-token-sha256 digest
     # claims.py IP claims: kubeapi.create_configmap, read_configmap, patch_configmap, delete_configmap
     | _expand(NS, "", "configmaps", "create get patch delete")
+    # heartbeats.Leases.renew: kubeapi.patch_lease (merge patch), kubeapi.create_lease on 404 (patch again on
+    # 409); the Lease informer (app.py, kubeapi.list_leases) for last_heartbeat. No get, update or delete
+    | _expand(LEASES, "coordination.k8s.io", "leases", "list watch create patch")
 )
 FACADE_KUBERNETES_AUTH: set[Grant] = (
     # kubeapi.token_review, kubeapi.access_review (auth.py, auth mode kubernetes only)
@@ -73,6 +82,9 @@ AGENT: set[Grant] = (
     | _expand("cluster", "gpufleet.io", "gpus", "get list create patch delete")
     # agent.py: GPU status merge patch
     | _expand("cluster", "gpufleet.io", "gpus/status", "patch")
+    # heartbeat.renew: merge-patches its Host's Lease; on 404 reads the Host (hosts get) and creates the
+    # Lease, patching again on 409. It never reads a Lease
+    | _expand(LEASES, "coordination.k8s.io", "leases", "create patch")
 )
 AGENT_REGISTER = _expand("cluster", "gpufleet.io", "hosts", "create")  # binding.py with --register
 
@@ -86,7 +98,8 @@ def test_the_operator_gets_exactly_what_it_uses() -> None:
 
 
 def test_without_leader_election_the_operator_gets_no_lease() -> None:
-    expected = {g for g in OPERATOR if g[1] != "coordination.k8s.io"}
+    """No leader-election Lease in the release namespace; the hosts' Leases are still read."""
+    expected = {g for g in OPERATOR if g[1] != "coordination.k8s.io" or g[0] == LEASES}
     assert expected < OPERATOR
     assert rendering.component_grants(_values("minimal-values.yaml"), "operator") == expected
 
@@ -98,6 +111,18 @@ def test_the_lease_grants_follow_the_lease_name() -> None:
         for scope, group, resource, verb, name in OPERATOR
     }
     assert rendering.component_grants(_values("hardened-values.yaml"), "operator") == renamed
+
+
+@pytest.mark.parametrize("component", ["operator", "facade", "agent"])
+def test_the_host_lease_grants_follow_the_host_lease_namespace(component: str) -> None:
+    """hostLeases.namespace moves each component's Role on host Leases there, and nothing else."""
+    moved = rendering.objects(rendering.render({"hostLeases": {"namespace": "fleet-heartbeats"}}))
+    expected = {
+        ("fleet-heartbeats" if scope == LEASES else scope, group, resource, verb, name)
+        for scope, group, resource, verb, name in rendering.component_grants(_values("default-values.yaml"), component)
+    }
+    assert any(scope == "fleet-heartbeats" for scope, *_ in expected)
+    assert rendering.component_grants(moved, component) == expected
 
 
 def test_the_facade_gets_exactly_what_it_uses() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from controller_support import Fleet, eventually
+from controller_support import GRACE, Fleet, eventually
 from kubernetes_asyncio.client import exceptions
 
 from gpufleet import tokens
@@ -148,9 +148,51 @@ async def test_host_deleted_before_the_operator_saw_it_leaves_nothing_behind(fle
     await eventually(nothing_left)
 
 
+async def _state_is(fleet: Fleet, name: str, state: str) -> bool:
+    return (await fleet.status(name)).get("state") == state
+
+
 async def _state_is_set(fleet: Fleet, name: str) -> bool:
     return (await fleet.status(name)).get("state") is not None
 
 
 async def _has_finalizer(fleet: Fleet, name: str) -> bool:
     return meta.CLEANUP_FINALIZER in (await fleet.get(name))["metadata"].get("finalizers", [])
+
+
+async def _gpu_states(fleet: Fleet, names: list[str]) -> list[tuple[str, str | None]]:
+    found = []
+    for name in names:
+        body = await fleet.custom.get_cluster_custom_object(meta.GROUP, meta.VERSION, "gpus", name)
+        held = (body["metadata"].get("annotations") or {}).get(meta.REPORTED_STATE_ANNOTATION)
+        found.append(((body.get("status") or {}).get("state"), held))
+    return found
+
+
+async def test_gpus_of_an_offline_host_are_unknown_until_it_is_back(fleet: Fleet) -> None:
+    """Anything that picks free GPUs must not pick a dead host's: they are unknown, not free."""
+    name = await fleet.apply_host()
+    gpus = [await fleet.create_gpu(name, 0), await fleet.create_gpu(name, 1, state="allocated")]
+    await fleet.heartbeat(name)
+    await eventually(lambda: _state_is(fleet, name, "online"))
+    assert await _gpu_states(fleet, gpus) == [("free", None), ("allocated", None)]
+
+    async def masked() -> bool:  # silence: offline one grace period later
+        return await _gpu_states(fleet, gpus) == [("unknown", "free"), ("unknown", "allocated")]
+
+    await eventually(masked, within=10 * GRACE)
+    assert (await fleet.status(name))["gpus"] == "0/2"  # unknown is neither free nor in use
+
+    await fleet.heartbeat(name)
+
+    async def restored() -> bool:
+        return await _gpu_states(fleet, gpus) == [("free", None), ("allocated", None)]
+
+    await eventually(restored, within=5 * GRACE)
+
+
+async def test_gpus_of_a_host_never_seen_online_are_left_as_reported(fleet: Fleet) -> None:
+    name = await fleet.apply_host()
+    gpu_name = await fleet.create_gpu(name, 0)
+    await eventually(lambda: _gpus_are(fleet, name, used=0, total=1))
+    assert await _gpu_states(fleet, [gpu_name]) == [("free", None)]

@@ -32,6 +32,9 @@ OPERATOR_LABELS = (STATUS_LABEL, OS_TYPE_LABEL)
 #: Label that marks every object gpufleet manages (Secrets in particular).
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "gpufleet"
+#: Annotation on a GPU whose state the operator set to `unknown` because its host went offline:
+#: the state its agent last reported, put back when the host is online again.
+REPORTED_STATE_ANNOTATION = f"{GROUP}/reported-state"
 #: Finalizer the operator puts on Hosts so their GPUs and token are cleaned up first.
 CLEANUP_FINALIZER = f"{GROUP}/cleanup"
 

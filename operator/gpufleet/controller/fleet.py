@@ -15,8 +15,8 @@ A host's reconciliation is retried until it succeeds, whatever the failure (a re
 a timeout, a 5xx, a 429), with jittered backoff: an offline verdict is the one write no later
 event will repair, since a dead host sends none. Every call is bounded by a timeout, so hung
 calls cannot hold the write slots. Only the leader writes, and only while its Lease is
-renewed (`fence`, checked by `writer` before every call); standbys keep the whole view warm (liveness, GPU counts, tokens), so a
-take-over starts from what the fleet did, not from zero.
+renewed (`fence`, checked by `writer` before every call); standbys keep the whole view warm
+(liveness, GPU counts, tokens), so a take-over starts from what the fleet did, not from zero.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from kubernetes_asyncio.client import exceptions
 
 from gpufleet import informer, tokens
 from gpufleet import settings as settings_
-from gpufleet.api import host, hostlease, meta
+from gpufleet.api import gpu, host, hostlease, meta
 from gpufleet.controller import liveness, metrics, rollup, status, workqueue, writer
 
 logger = logging.getLogger(__name__)
@@ -283,10 +283,29 @@ class Fleet:
                 await self.writer.release(name, finalize=True)
             return
         await self.reconcile(name)
+        await self._mask_gpus(view)
         if meta.CLEANUP_FINALIZER not in finalizers:
             await self.writer.add_finalizer(name, finalizers)
         if tokens.needs_token(view):
             await self._issue_token(view)
+
+    async def _mask_gpus(self, view: dict[str, Any]) -> None:
+        """GPUs of a host that went offline are `unknown`, not free: nobody knows (as the node
+        lifecycle controller marks a NotReady node's pods not ready); online again, they are
+        what their agent last reported. A host never seen online has nothing to mask."""
+        name = str(view["metadata"]["name"])
+        current = view["status"]
+        went_offline = current.get("state") == host.HostState.OFFLINE and any(
+            c.get("type") == host.READY and c.get("reason") != status.NEVER_HEARTBEATED
+            for c in current.get("conditions") or []
+        )
+        online = current.get("state") == host.HostState.ONLINE
+        for member in self.rollup.members(name, hostlease.bound_node(view)):
+            gpu_name, state, held = member["metadata"]["name"], member["state"], member["held"]
+            if went_offline and state != gpu.GPUState.UNKNOWN:
+                await self.writer.mask_gpu(gpu_name, held or state, held=bool(held))
+            elif online and held:
+                await self.writer.unmask_gpu(gpu_name, held if state == gpu.GPUState.UNKNOWN else None)
 
     async def _issue_token(self, view: dict[str, Any]) -> None:
         digest = await self.writer.issue_token(str(view["metadata"]["name"]), str(view["metadata"].get("uid", "")))

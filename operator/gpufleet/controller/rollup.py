@@ -25,7 +25,8 @@ HOST_INDEX = "host"
 
 
 def compact(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the roll-up needs of a GPU: its name, version, host, node and state."""
+    """What the roll-up needs of a GPU: its name, version, host, node, state, and the state its
+    agent reported before the operator masked it (`meta.REPORTED_STATE_ANNOTATION`, or "")."""
     metadata = body["metadata"]
     labels = metadata.get("labels") or {}
     host_name = labels.get(meta.HOST_LABEL) or (body.get("spec") or {}).get("hostName") or ""
@@ -35,6 +36,7 @@ def compact(body: Mapping[str, Any]) -> dict[str, Any]:
         "host": sys.intern(str(host_name)),
         "node": sys.intern(str(labels.get(meta.NODE_LABEL) or "")),
         "state": sys.intern(str((body.get("status") or {}).get("state") or gpu.GPUState.UNKNOWN.value)),
+        "held": sys.intern(str((metadata.get("annotations") or {}).get(meta.REPORTED_STATE_ANNOTATION) or "")),
     }
 
 
@@ -51,10 +53,14 @@ class Rollup:
         """Hosts whose counts a change from `old` to `new` (either may be None) can have changed."""
         return {obj["host"] for obj in (new, old) if obj is not None and obj["host"]}
 
+    def members(self, host_name: str, node_name: str) -> list[dict[str, Any]]:
+        """The GPUs of a host bound to `node_name` (those that name another node are not its own)."""
+        return [obj for obj in self.store.by(HOST_INDEX, host_name) if obj["node"] in ("", node_name)]
+
     def counts(self, host_name: str, node_name: str) -> tuple[int, int] | None:
         """(total, allocated) GPUs of a host bound to `node_name`, or None when it has no GPU
         resources at all. GPUs that name another node do not count (see the module's docstring)."""
-        members = [obj for obj in self.store.by(HOST_INDEX, host_name) if obj["node"] in ("", node_name)]
+        members = self.members(host_name, node_name)
         if not members:
             return None
         allocated = sum(1 for obj in members if obj["state"] == gpu.GPUState.ALLOCATED)

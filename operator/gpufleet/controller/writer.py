@@ -17,7 +17,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client import exceptions
 
 from gpufleet import tokens
-from gpufleet.api import host, meta
+from gpufleet.api import gpu, host, meta
 from gpufleet.controller import agent_tokens, cleanup, events, metrics, status
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,41 @@ class HostWriter:
             event = status.Event("Normal", TOKEN_ISSUED, f"a new agent token was issued in Secret {secret}")
             await self.post(host_name, host_uid, event)
         return digest
+
+    async def mask_gpu(self, name: str, reported: str, *, held: bool) -> None:
+        """Set a GPU of an offline host `unknown`, keeping what its agent reported to put back.
+
+        The annotation goes first: should the second write fail, the next pass finds the
+        annotation and a state not yet `unknown`, and masks it then.
+        """
+        if not held:
+            await self._merge_gpu(name, {"metadata": {"annotations": {meta.REPORTED_STATE_ANNOTATION: reported}}})
+        await self._merge_gpu(name, {"status": {"state": gpu.GPUState.UNKNOWN.value}}, subresource=True)
+
+    async def unmask_gpu(self, name: str, restore: str | None) -> None:
+        """The host is online again: put back the reported state (unless the agent wrote one
+        meanwhile: `restore` None), then drop the annotation."""
+        if restore is not None:
+            await self._merge_gpu(name, {"status": {"state": restore}}, subresource=True)
+        await self._merge_gpu(name, {"metadata": {"annotations": {meta.REPORTED_STATE_ANNOTATION: None}}})
+
+    async def _merge_gpu(self, name: str, patch: dict[str, Any], *, subresource: bool = False) -> None:
+        self.check_fence()
+        call = (
+            self.custom.patch_cluster_custom_object_status if subresource else self.custom.patch_cluster_custom_object
+        )
+        try:
+            await call(
+                meta.GROUP,
+                meta.VERSION,
+                gpu.PLURAL,
+                name,
+                patch,
+                _content_type=MERGE_PATCH,  # type: ignore[call-arg] # accepted by every API method
+            )
+        except exceptions.ApiException as error:
+            if error.status != 404:  # a GPU deleted meanwhile needs nothing
+                raise
 
     async def post(self, host_name: str, host_uid: str, event: status.Event) -> None:
         """Post an Event about the Host (rate-limited: one dropped is counted, not retried)."""
