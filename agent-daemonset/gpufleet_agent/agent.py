@@ -21,6 +21,8 @@ import math
 import time
 from collections.abc import Callable
 
+from aiohttp import web
+
 from gpufleet.api import formats, gpu, host, meta
 from gpufleet_agent import (
     backoff,
@@ -113,9 +115,7 @@ class Agent:
             except watchdog.Hung as hang:
                 self._hung(hang)  # a round like a sample's; sampling tries again once NVML answers
             if self.settings.metrics_port:
-                runner = await metrics.serve(
-                    self.metrics, self.settings.metrics_host, self.settings.metrics_port, self.unready
-                )
+                runner = await self._serve_metrics()
             tasks = [
                 asyncio.create_task(self._sample_forever(), name="sampling"),
                 asyncio.create_task(self._publish_forever(), name="publishing"),
@@ -162,6 +162,20 @@ class Agent:
         logger.info("NVML initialised, driver %s", driver)
 
     # ----- sampling -------------------------------------------------------------------------------------------
+
+    async def _serve_metrics(self) -> web.AppRunner:
+        """The metrics endpoint. A simulated node whose port is taken (several simulated nodes on
+        one machine) takes a free one and says which; a real one stops, as its probes need it."""
+        host, port = self.settings.metrics_host, self.settings.metrics_port
+        try:
+            return await metrics.serve(self.metrics, host, port, self.unready)
+        except metrics.ServeError as error:
+            if self.settings.simulate is None:
+                raise
+            runner = await metrics.serve(self.metrics, host, 0, self.unready)
+            bound = [site.name for site in runner.sites]
+            logger.warning("%s; this simulated node serves metrics on %s instead", error, ", ".join(bound))
+            return runner
 
     async def _sample_forever(self) -> None:
         next_discovery = -math.inf

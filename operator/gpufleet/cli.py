@@ -280,6 +280,16 @@ def _add_dev(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PATH",
         help="where to write the kubeconfig for kubectl (default: a file in a temporary directory)",
     )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run N simulated node agents in this process, with varied loads and occasional faults",
+    )
+    parser.add_argument(
+        "--gpus", type=int, default=8, metavar="M", help="GPUs of each simulated node (default: %(default)s)"
+    )
     parser.set_defaults(entry="gpufleet.dev")
 
 

@@ -20,7 +20,7 @@ import tempfile
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import exceptions
 
-from gpufleet import kube, logs, settings
+from gpufleet import devfleet, kube, logs, settings
 from gpufleet.api import crds
 
 
@@ -39,8 +39,14 @@ def _banner(
     viewer: str,
     grace: float,
     metrics_url: str | None,
+    nodes: list[str],
 ) -> str:
     metrics = f"{metrics_url}/metrics (operator), " if metrics_url else ""
+    simulated = (
+        [f"  simulated nodes:   {len(nodes)} ({nodes[0]} ... {nodes[-1]}); watch: kubectl get hosts,gpus -w"]
+        if nodes
+        else ["  try a node agent:  NODE_NAME=node-1 gpufleet agent --register --simulate 4 --metrics-port 0"]
+    )
     return "\n".join(
         [
             "gpufleet dev is running (state is in memory and is lost when it stops).",
@@ -52,9 +58,9 @@ def _banner(
             f"  admin token:       {admin}",
             f"  viewer token:      {viewer}",
             f"  grace period:      {grace:g}s",
-            "  agent tokens are returned by POST /api/v1/hosts, or: kubectl -n gpufleet get secret "
-            "gpufleet-agent-token-<host> -o jsonpath='{.data.token}' | base64 -d",
-            "  try a node agent:  NODE_NAME=node-1 gpufleet agent --register --simulate 4",
+            "  agent tokens are returned by POST /api/v1/hosts; for a Host made with kubectl: "
+            "kubectl -n gpufleet get secret gpufleet-agent-token-<host> -o jsonpath='{.data.token}' | base64 -d",
+            *simulated,
             "Press Ctrl+C to stop.",
         ]
     )
@@ -116,24 +122,26 @@ async def _serve(args: argparse.Namespace) -> int:
             asyncio.create_task(facade.serve(config, stop=stop, ready=facade_ready), name="facade"),
         ]
         await _wait_ready(tasks, operator_ready, facade_ready)
-        print(
-            _banner(
-                facade_url=f"http://{args.host}:{args.port}",
-                api_url=cluster.url,
-                kubeconfig=kubeconfig,
-                admin=admin,
-                viewer=viewer,
-                grace=config.grace_period_seconds,
-                metrics_url=f"http://{args.host}:{args.metrics_port}" if args.metrics_port else None,
-            ),
-            flush=True,
-        )
-        # Kopf installs its own SIGINT/SIGTERM handlers over ours and stops only the operator, so the
-        # end of either component is the end of both.
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        stop.set()
-        await asyncio.gather(stopped, *tasks, return_exceptions=True)
+        async with devfleet.running(args.nodes, args.gpus, kubeconfig=str(kubeconfig)) as fleet:
+            print(
+                _banner(
+                    facade_url=f"http://{args.host}:{args.port}",
+                    api_url=cluster.url,
+                    kubeconfig=kubeconfig,
+                    admin=admin,
+                    viewer=viewer,
+                    grace=config.grace_period_seconds,
+                    metrics_url=f"http://{args.host}:{args.metrics_port}" if args.metrics_port else None,
+                    nodes=fleet,
+                ),
+                flush=True,
+            )
+            # Kopf installs its own SIGINT/SIGTERM handlers over ours and stops only the operator, so the
+            # end of either component is the end of both.
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stop.set()
+            await asyncio.gather(stopped, *tasks, return_exceptions=True)
         return 0
     finally:
         cluster.stop()

@@ -45,7 +45,7 @@ ALLOWED = {
     "gpufleet.facade": FOUNDATION,
     "gpufleet_agent": {"gpufleet.api", "gpufleet.logs"},
 }
-ENTRY_POINTS = {"gpufleet.cli", "gpufleet.dev", "gpufleet.__main__", "gpufleet"}
+ENTRY_POINTS = {"gpufleet.cli", "gpufleet.dev", "gpufleet.devfleet", "gpufleet.__main__", "gpufleet"}
 
 
 def _part(module: str) -> str:
