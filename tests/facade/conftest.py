@@ -17,6 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import test_utils
 
+from gpufleet.api import hostlease
 from gpufleet.facade import app as facade_app
 from gpufleet.facade import main
 from gpufleet.settings import AuthMode, Settings
@@ -52,6 +53,18 @@ def facade_namespace(crds_installed: list[str], k8s: K8s) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def host_lease_namespace(crds_installed: list[str], k8s: K8s) -> str:
+    """The namespace of the hosts' heartbeat Leases, as an installation has it (the chart creates it).
+
+    The default one, shared with the `gpufleet facade` processes of test_replicas.py (which run with
+    default settings); created here if the session has not made it yet, and left in place.
+    """
+    status, answer = k8s("POST", "/api/v1/namespaces", {"metadata": {"name": hostlease.NAMESPACE}})
+    assert status in (201, 409), answer
+    return hostlease.NAMESPACE
+
+
+@pytest.fixture(scope="session")
 def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     path = tmp_path_factory.mktemp("facade") / "tokens"
     path.write_text(f"# admins and viewers\n{ADMIN_TOKEN},admin\n{VIEWER_TOKEN},viewer\n")
@@ -59,9 +72,10 @@ def tokens_file(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 
 
 @pytest.fixture
-def settings(facade_namespace: str, tokens_file: pathlib.Path) -> Settings:
+def settings(facade_namespace: str, host_lease_namespace: str, tokens_file: pathlib.Path) -> Settings:
     return Settings(
         namespace=facade_namespace,
+        host_lease_namespace=host_lease_namespace,
         auth_mode=AuthMode.STATIC,
         static_tokens_file=tokens_file,
         api_timeout_seconds=1.0,

@@ -199,8 +199,11 @@ async def test_the_kubernetes_api_is_told_the_real_caller_of_each_write(
 
     assert proxy.agents_of("POST", "/hosts") == ["gpufleet-facade (for alice; request reg-1)"]
     assert proxy.agents_of("POST", "/secrets") == []  # the token's digest rides on the Host
+    # The first heartbeat writes the host's status, and renews its Lease (a patch, then a create).
     heartbeat = proxy.agents_of("PATCH", f"/hosts/{host_id}/status")
     assert len(heartbeat) == 1 and heartbeat[0].startswith(f"gpufleet-facade (for agent:{host_id}; request ")
+    lease = [*proxy.agents_of("PATCH", f"/leases/{host_id}"), *proxy.agents_of("POST", "/leases")]
+    assert lease == [heartbeat[0]] * 2
     assert proxy.agents_of("DELETE", f"/hosts/{host_id}") == ["gpufleet-facade (for alice; request del-1)"]
     # The watches and the reviews made before anyone is known say only who the client is.
     assert set(proxy.agents_of("GET", "/hosts")) == {"gpufleet-facade"}

@@ -12,7 +12,7 @@ import pytest
 
 from gpufleet import informer
 from gpufleet.api import formats
-from gpufleet.facade import claims, schemas, translate
+from gpufleet.facade import claims, heartbeats, routes, schemas, translate
 
 
 def _obj(name: str, version: int, deleting: bool = False, **spec: Any) -> dict[str, Any]:
@@ -91,6 +91,126 @@ class TestTranslate:
         )
         assert patch == {"metadata": {"labels": {"old": None, "zone": "b"}}}
         assert translate.user_labels(labels) == {"zone": "a", "old": "x"}
+
+
+class TestLastHeartbeat:
+    """The REST `last_heartbeat`: the later of the Lease's renewal and the Host's `status.lastHeartbeat`."""
+
+    @staticmethod
+    def host(last: str | None) -> dict[str, Any]:
+        return {"metadata": {"name": "h"}, "status": {"lastHeartbeat": last} if last else {}}
+
+    @pytest.mark.parametrize(
+        ("last", "renewed", "shown"),
+        [
+            ("2026-01-26T10:00:00Z", "2026-01-26T10:00:09.999999Z", "2026-01-26T10:00:09Z"),
+            ("2026-01-26T10:00:10Z", "2026-01-26T10:00:09.999999Z", "2026-01-26T10:00:10Z"),
+            ("2026-01-26T12:00:10+02:00", "2026-01-26T10:00:09.000001Z", "2026-01-26T10:00:10Z"),
+            (None, "2026-01-26T10:00:09.5Z", "2026-01-26T10:00:09Z"),
+            ("2026-01-26T10:00:00Z", None, "2026-01-26T10:00:00Z"),
+            (None, None, None),
+            ("not a time", "2026-01-26T10:00:09.5Z", "2026-01-26T10:00:09Z"),
+            ("2026-01-26T10:00:00Z", "not a time", "2026-01-26T10:00:00Z"),
+            (None, "not a time", "not a time"),
+        ],
+    )
+    def test_the_later_one_in_seconds_with_z(self, last: str | None, renewed: str | None, shown: str | None) -> None:
+        assert translate.last_heartbeat(self.host(last), renewed) == shown
+        assert translate.host_summary(self.host(last), renewed)["last_heartbeat"] == shown
+
+    def test_a_lease_is_kept_compact(self) -> None:
+        lease = {
+            "metadata": {
+                "name": "h",
+                "namespace": "leases",
+                "resourceVersion": "7",
+                "uid": "u",
+                "managedFields": [{"manager": "x"}],
+                "ownerReferences": [{"kind": "Host"}],
+            },
+            "spec": {"holderIdentity": "gpufleet-facade", "renewTime": "2026-01-26T10:00:09.5Z"},
+        }
+        assert heartbeats.compact_lease(lease) == {
+            "metadata": {"name": "h", "namespace": "leases", "resourceVersion": "7"},
+            "spec": {"renewTime": "2026-01-26T10:00:09.5Z"},
+        }
+
+    def test_the_answer_to_a_heartbeat_is_the_envelope_byte_for_byte(self) -> None:
+        expected = routes.envelope(message=routes.HEARTBEAT_RECEIVED)
+        answer = routes._heartbeat_received()
+        assert (answer.status, answer.body, answer.content_type, answer.charset) == (
+            expected.status,
+            expected.body,
+            expected.content_type,
+            expected.charset,
+        )
+
+
+Obj = dict[str, Any]
+
+
+class TestStatusWrites:
+    """When a heartbeat must write the Host's status (heartbeats.status_reason)."""
+
+    NOW = datetime.datetime(2026, 1, 26, 10, 0, 0, tzinfo=datetime.UTC)
+    HEARTBEAT = schemas.Heartbeat.model_validate_json(
+        '{"status": "online", "health_status": "healthy", "used_cpu": 8, "used_memory": 1000, "used_gpu": 2}'
+    )
+
+    def host(self, *, total_cpu: Any = 32, total_memory: Any = 10_000, age: float = 10, **status: Any) -> Obj:
+        written = formats.rfc3339(self.NOW - datetime.timedelta(seconds=age))
+        reported = {
+            "lastHeartbeat": written,
+            "reportedState": "online",
+            "healthStatus": "healthy",
+            "usedCpu": 8,
+            "usedMemory": 1000,
+            "reportedUsedGpu": 2,
+            "state": "online",
+            **status,
+        }
+        spec = {"totalCpu": total_cpu, "totalMemory": total_memory}
+        return {"metadata": {"name": "h"}, "spec": spec, "status": reported}
+
+    def reason(self, host: Obj) -> str | None:
+        return heartbeats.status_reason(host, self.HEARTBEAT, self.NOW, 300)
+
+    def test_the_same_report_writes_nothing(self) -> None:
+        assert self.reason(self.host()) is None
+        assert self.reason(self.host(usedCpu=8.0)) is None  # 8 and 8.0 are one amount
+
+    def test_a_host_without_status_or_heartbeat_is_written(self) -> None:
+        assert self.reason({"metadata": {"name": "h"}, "spec": {}}) == "first"
+        assert self.reason(self.host(lastHeartbeat=None)) == "first"
+        assert self.reason(self.host(lastHeartbeat="garbage")) == "first"
+
+    @pytest.mark.parametrize(
+        ("stored", "reason"),
+        [
+            ({"reportedState": "offline"}, "state"),
+            ({"healthStatus": "unknown"}, "health"),
+            ({"reportedUsedGpu": 3}, "gpu"),
+            ({"usedCpu": 8 + 3.3}, "cpu"),  # more than 10% of 32
+            ({"usedCpu": 8 - 3.3}, "cpu"),
+            ({"usedMemory": 1000 + 1001}, "memory"),  # more than 10% of 10,000
+            ({"usedCpu": None}, "cpu"),
+            ({"usedCpu": True}, "cpu"),  # not an amount
+        ],
+    )
+    def test_a_change_is_written(self, stored: dict[str, Any], reason: str) -> None:
+        assert self.reason(self.host(**stored)) == reason
+
+    def test_usage_within_a_tenth_of_the_total_is_not(self) -> None:
+        assert self.reason(self.host(usedCpu=8 + 3.2, usedMemory=1000 - 1000)) is None
+
+    def test_usage_of_a_host_of_unknown_size_is_written_on_any_change(self) -> None:
+        assert self.reason(self.host(total_cpu=0, usedCpu=8.01)) == "cpu"
+        assert self.reason(self.host(total_memory=None, usedMemory=1001)) == "memory"
+        assert self.reason(self.host(total_cpu=0, total_memory=None)) is None
+
+    def test_a_status_is_written_again_once_it_is_as_old_as_the_resync_interval(self) -> None:
+        assert self.reason(self.host(age=299)) is None
+        assert self.reason(self.host(age=300)) == "resync"
 
 
 class TestLabelRules:

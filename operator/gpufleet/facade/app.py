@@ -2,8 +2,8 @@
 
 `create_app` is all a caller needs (tests, `serve`, `gpufleet dev`): the API client is opened
 and the informers run in the app's cleanup context, so they live exactly as long as the app
-runs, and `/readyz` turns ready once every cache has completed its first list. The static tokens
-file, in static auth mode, is looked at for changes for as long too.
+runs, and `/readyz` turns ready once every cache (Hosts, GPUs, host Leases) has completed its
+first list. The static tokens file, in static auth mode, is looked at for changes for as long too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gpufleet import informer, kube
-from gpufleet.facade import audit, auth, errors, kubeapi, metrics, openapi, ratelimit, reload, routes
+from gpufleet.facade import audit, auth, errors, heartbeats, kubeapi, metrics, openapi, ratelimit, reload, routes
 from gpufleet.settings import AuthMode, Settings
 
 
@@ -49,13 +49,19 @@ def create_app(settings: Settings, *, kubeconfig: str | None = None) -> web.Appl
 
 
 def _services(settings: Settings) -> routes.Services:
-    k8s = kubeapi.Kubernetes(timeout=settings.api_timeout_seconds, namespace=settings.namespace)
+    k8s = kubeapi.Kubernetes(
+        timeout=settings.api_timeout_seconds,
+        namespace=settings.namespace,
+        lease_namespace=settings.host_lease_namespace,
+    )
     hosts = informer.Store(indexers=routes.host_indexers())
     gpus = informer.Store(indexers=routes.gpu_indexers())
+    leases = informer.Store(transform=heartbeats.compact_lease)
     timeout = settings.api_timeout_seconds
     informers = [
         informer.Informer("hosts", k8s.list_hosts, store=hosts, timeout=timeout),
         informer.Informer("gpus", k8s.list_gpus, store=gpus, timeout=timeout),
+        informer.Informer("leases", k8s.list_leases, store=leases, timeout=timeout),
     ]
     callers: auth.Authorizer
     if settings.auth_mode is AuthMode.STATIC:
@@ -75,6 +81,8 @@ def _services(settings: Settings) -> routes.Services:
         informers=informers,
         guard=auth.Guard(callers, agent_tokens, limiter),
         limiter=limiter,
+        # A Lease a heartbeat renews lasts one grace period: the operator's deadline for a sign of life.
+        leases=heartbeats.Leases(k8s, leases, duration_seconds=max(1, int(settings.grace_period_seconds))),
     )
 
 

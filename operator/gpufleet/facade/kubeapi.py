@@ -25,10 +25,11 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import aiohttp
+import yarl
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import exceptions
 
-from gpufleet.api import gpu, host, meta
+from gpufleet.api import gpu, host, hostlease, meta
 from gpufleet.facade import errors
 
 T = TypeVar("T")
@@ -68,29 +69,40 @@ def api_message(exc: exceptions.ApiException) -> str:
 
 
 class Kubernetes:
-    """Hosts, GPUs, IP claims and auth reviews, through one API client (no Secrets: see `auth`)."""
+    """Hosts, GPUs, host Leases, IP claims and auth reviews, through one API client (no Secrets: see `auth`)."""
 
     # Typed as Any: dict bodies and `_content_type`/`_preload_content` are sent as is, which the
     # generated signatures (typed for model objects) do not describe.
     objects: Any
     core: Any
+    coordination: Any
     _authn: Any
     _authz: Any
 
-    def __init__(self, *, timeout: float, namespace: str) -> None:
+    def __init__(self, *, timeout: float, namespace: str, lease_namespace: str = hostlease.NAMESPACE) -> None:
         self.timeout = timeout
         self.namespace = namespace
+        self.lease_namespace = lease_namespace
         self._audience_warned: float | None = None
+        self._api: client.ApiClient | None = None
+        self._direct: aiohttp.ClientSession | None = None
 
     def connect(self, api: client.ApiClient) -> None:
         """Use this API client from now on (the app connects at start-up, once the kubeconfig is read)."""
         self.objects = _WithUserAgent(client.CustomObjectsApi(api))
         self.core = _WithUserAgent(client.CoreV1Api(api))
+        self.coordination = _WithUserAgent(client.CoordinationV1Api(api))
         self._authn = _WithUserAgent(client.AuthenticationV1Api(api))
         self._authz = _WithUserAgent(client.AuthorizationV1Api(api))
         # The client's default headers win over a call's own, and each call sets its own user agent.
         api.default_headers.pop("User-Agent", None)
         _stop_consulting_the_environment(api)
+        self._api = api
+        rest = api.rest_client
+        session = getattr(rest, "pool_manager", None)
+        # The direct path sends what the generated call would, but knows neither proxies nor a TLS server name.
+        plain = not getattr(rest, "proxy", None) and not getattr(rest, "server_hostname", None)
+        self._direct = session if isinstance(session, aiohttp.ClientSession) and plain else None
 
     async def _call(self, call: Awaitable[T]) -> T:
         try:
@@ -141,6 +153,13 @@ class Kubernetes:
         )
         return response
 
+    def list_leases(self, **kwargs: Any) -> Awaitable[aiohttp.ClientResponse]:
+        """The host Leases of `lease_namespace` (the heartbeats of every host, not the operator's Lease)."""
+        response: Awaitable[aiohttp.ClientResponse] = self.coordination.list_namespaced_lease(
+            self.lease_namespace, **kwargs
+        )
+        return response
+
     # ----- writes ----------------------------------------------------------------------------------------
 
     async def create_host(self, body: Obj) -> Obj:
@@ -177,6 +196,39 @@ class Kubernetes:
             self.objects.get_cluster_custom_object(meta.GROUP, meta.VERSION, host.PLURAL, name)
         )
         return result
+
+    # ----- host Leases (heartbeats): raw JSON in and out, as the hot path of every heartbeat --------------
+
+    async def patch_lease(self, name: str, patch: Obj) -> Obj:
+        """Merge-patch a host Lease: a renewal is one small write, with no read and no conflict.
+
+        The hot path of every heartbeat, so it is sent on the API client's own HTTP session (its
+        connections, TLS and credentials, which `update_params_for_auth` refreshes as the generated
+        calls do) without the generated code around it: its parameter handling, serialisation and
+        URL parsing cost as much CPU as the rest of the heartbeat together. Where the client goes
+        through a proxy or names a TLS server, the generated call is made instead.
+        """
+        if self._direct is None or self._api is None:
+            return await self._json(
+                self.coordination.patch_namespaced_lease(
+                    name, self.lease_namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
+                )
+            )
+        headers = {**self._api.default_headers, **_LEASE_PATCH_HEADERS, "User-Agent": user_agent()}
+        await self._api.update_params_for_auth(headers, [], ["BearerToken"])
+        data = json.dumps(patch, separators=(",", ":")).encode("utf-8")
+        return await self._json(self._direct.patch(self._lease_url(name), data=data, headers=headers))
+
+    def _lease_url(self, name: str) -> yarl.URL:
+        """The Lease's URL, built already encoded: the names are DNS labels, quoted all the same."""
+        assert self._api is not None
+        path = hostlease.path(urllib.parse.quote(self.lease_namespace, safe=""), urllib.parse.quote(name, safe=""))
+        return yarl.URL(str(self._api.configuration.host) + path, encoded=True)
+
+    async def create_lease(self, body: Obj) -> Obj:
+        return await self._json(
+            self.coordination.create_namespaced_lease(self.lease_namespace, body, _preload_content=False)
+        )
 
     # ----- IP claims (claims.py): ConfigMaps of the namespace ----------------------------------------------
 
@@ -252,6 +304,9 @@ class Kubernetes:
             )
         )
         return bool(review.status is not None and review.status.allowed)
+
+
+_LEASE_PATCH_HEADERS = {"Content-Type": MERGE_PATCH, "Accept": "application/json"}
 
 
 class _WithUserAgent:

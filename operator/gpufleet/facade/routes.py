@@ -12,6 +12,7 @@ asks the API before answering 404.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -25,7 +26,7 @@ from aiohttp import web
 
 from gpufleet import informer, tokens
 from gpufleet.api import formats, host, meta
-from gpufleet.facade import audit, auth, claims, errors, kubeapi, limits, ratelimit, schemas, translate
+from gpufleet.facade import audit, auth, claims, errors, heartbeats, kubeapi, limits, ratelimit, schemas, translate
 from gpufleet.settings import Settings
 
 M = TypeVar("M", bound=pydantic.BaseModel)
@@ -52,6 +53,8 @@ class Services:
     informers: list[informer.Informer]
     guard: auth.Guard
     limiter: ratelimit.FailureLimiter
+    #: The host Leases (compact: see heartbeats.compact_lease), renewed by heartbeats and read for `last_heartbeat`.
+    leases: heartbeats.Leases
     #: How long an IP claim without its Host stands (claims.GRACE_SECONDS; tests shorten it).
     claim_grace_seconds: float = claims.GRACE_SECONDS
     _order: tuple[int, list[str]] = (-1, [])
@@ -113,6 +116,12 @@ async def read_body(request: web.Request, model: type[M], max_bytes: int) -> M:
     problem = limits.body_problem(raw)  # before any parser: nesting and number length
     if problem is not None:
         raise errors.FacadeError(errors.INVALID_BODY, problem, errors=[{"field": "body", "message": problem}])
+    if b"NaN" not in raw and b"Infinity" not in raw:
+        # The usual, valid body is parsed once. pydantic's parser accepts no JSON that `json.loads`
+        # refuses but these constants, so a body it accepts would pass the checks below unchanged;
+        # anything else goes through them, and is refused exactly as they refuse it.
+        with contextlib.suppress(pydantic.ValidationError):
+            return model.model_validate_json(raw)
     try:
         json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as error:
@@ -323,9 +332,10 @@ async def list_hosts(request: web.Request) -> web.Response:
     names = services.host_names(status, os_type)
     total = len(names)
     start = (page - 1) * page_size
-    page_hosts = (services.hosts.get(name) for name in names[start : start + page_size])
+    renewed = services.leases.renew_time
+    page_hosts = ((name, services.hosts.get(name)) for name in names[start : start + page_size])
     data = {
-        "items": [translate.host_summary(obj) for obj in page_hosts if obj is not None],
+        "items": [translate.host_summary(obj, renewed(name)) for name, obj in page_hosts if obj is not None],
         "pagination": {
             "page": page,
             "page_size": page_size,
@@ -340,7 +350,8 @@ async def get_host(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     await services.guard.require(request, auth.Access.READ_GET)
     _ready(services)
-    return envelope(translate.host_detail(_host_or_404(services, _host_id(request))))
+    host_id = _host_id(request)
+    return envelope(translate.host_detail(_host_or_404(services, host_id), services.leases.renew_time(host_id)))
 
 
 async def update_host(request: web.Request) -> web.Response:
@@ -393,6 +404,7 @@ async def list_gpus(request: web.Request) -> web.Response:
 
 
 async def heartbeat(request: web.Request) -> web.Response:
+    """Renew the host's Lease; write its status only when it says something new (heartbeats.py)."""
     services = request.app[SERVICES]
     # A deleted host's agent learns that its host is gone (404) even once its token was revoked
     # with it; the check needs a token, but no valid one, so host ids are all it can reveal.
@@ -402,14 +414,28 @@ async def heartbeat(request: web.Request) -> web.Response:
         raise errors.FacadeError(errors.HOST_NOT_FOUND, host_id)
     await services.guard.require_agent(request, host_id)
     body = await read_body(request, schemas.Heartbeat, services.settings.max_body_bytes)
+    current = await _current_host_or_404(services, host_id)  # deleted while the body was read: 404
     try:
-        updated = await services.kube.patch_host_status(
-            host_id, translate.heartbeat_patch(body, formats.rfc3339(formats.now()))
-        )
+        renewed = await services.leases.renew(current)
+        now = formats.now()
+        if not renewed or heartbeats.status_reason(current, body, now, services.settings.status_resync_seconds):
+            updated = await services.kube.patch_host_status(
+                host_id, translate.heartbeat_patch(body, formats.rfc3339(now))
+            )
+            services.hosts.apply(updated)
     except kubeapi.ApiException as error:
         raise _not_found_or(error, host_id) from None
-    services.hosts.apply(updated)
-    return envelope(message=HEARTBEAT_RECEIVED)
+    return _heartbeat_received()
+
+
+#: The answer to every heartbeat, rendered once: the bytes `envelope(message=HEARTBEAT_RECEIVED)` renders.
+_HEARTBEAT_BODY = json.dumps(
+    {"code": 0, "message": HEARTBEAT_RECEIVED}, ensure_ascii=False, separators=(",", ":")
+).encode("utf-8")
+
+
+def _heartbeat_received() -> web.Response:
+    return web.Response(body=_HEARTBEAT_BODY, content_type="application/json", charset="utf-8")
 
 
 def _not_found_or(error: kubeapi.ApiException, host_id: str) -> Exception:

@@ -3,7 +3,8 @@
 The REST API predates the CRDs, so its names differ (`name` is `spec.displayName`, `status` is
 the operator's `status.state`, `gpu_id` is an integer while Kubernetes identifies objects by
 strings). Fields a Host does not have yet read as their documented defaults: `offline`,
-`unknown`, zero usage, a null `last_heartbeat`.
+`unknown`, zero usage, a null `last_heartbeat`. A host's heartbeats live partly outside the Host
+(its Lease's `renewTime`), which the caller passes in.
 """
 
 from __future__ import annotations
@@ -35,6 +36,23 @@ def rfc3339(value: str | None) -> str | None:
     return formats.rfc3339(parsed) if parsed is not None else value
 
 
+def last_heartbeat(obj: Obj, renew_time: str | None) -> str | None:
+    """The host's last heartbeat: the later of its Lease's `renewTime` (every heartbeat renews it) and its
+    `status.lastHeartbeat` (written only when the status changes, and by agents that know no Lease).
+
+    Compared as moments, written as the document writes timestamps; a value that does not parse
+    is shown as it is (as `rfc3339` does) unless the other one parses.
+    """
+    stored = (obj.get("status") or {}).get("lastHeartbeat")
+    if renew_time is None:
+        return rfc3339(stored)
+    renewed = formats.parse_time(renew_time)
+    beat = formats.parse_time(stored)
+    if renewed is None:
+        return rfc3339(stored) or renew_time
+    return formats.rfc3339(renewed if beat is None or renewed > beat else beat)
+
+
 def _number(value: Any) -> int | float:
     """Integral amounts as integers (`8`, not `8.0`), as the document shows them."""
     if isinstance(value, float) and value.is_integer():
@@ -50,8 +68,8 @@ def os_type(obj: Obj) -> str:
     return str((obj.get("spec") or {}).get("osType") or "")
 
 
-def host_summary(obj: Obj) -> Obj:
-    """A list item: `GET /api/v1/hosts`."""
+def host_summary(obj: Obj, renew_time: str | None = None) -> Obj:
+    """A list item: `GET /api/v1/hosts` (`renew_time`: the host's Lease's, if it has one)."""
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     return {
         "host_id": obj["metadata"]["name"],
@@ -65,15 +83,15 @@ def host_summary(obj: Obj) -> Obj:
         "used_memory": _number(status.get("usedMemory")),
         "total_gpu": _number(status.get("totalGpu")),
         "used_gpu": _number(status.get("usedGpu")),
-        "last_heartbeat": rfc3339(status.get("lastHeartbeat")),
+        "last_heartbeat": last_heartbeat(obj, renew_time),
     }
 
 
-def host_detail(obj: Obj) -> Obj:
+def host_detail(obj: Obj, renew_time: str | None = None) -> Obj:
     """The detail: `GET /api/v1/hosts/{host_id}`."""
     spec, status, metadata = obj.get("spec") or {}, obj.get("status") or {}, obj["metadata"]
     return {
-        **host_summary(obj),
+        **host_summary(obj, renew_time),
         "hostname": spec.get("hostname") or "",
         "os_version": spec.get("osVersion", ""),
         "deployment_mode": spec.get("deploymentMode") or host.DeploymentMode.TRADITIONAL.value,
