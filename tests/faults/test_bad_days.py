@@ -43,7 +43,7 @@ async def test_an_offline_verdict_cut_in_the_middle_of_its_patch_is_not_lost(pla
     assert not report.problems, report.describe()
 
 
-async def test_a_relist_after_410_sees_gpu_and_secret_deletions_made_during_the_gap(play: Play) -> None:
+async def test_a_relist_after_410_sees_gpu_deletions_and_a_token_rotation_made_during_the_gap(play: Play) -> None:
     report = await play("relist")
     assert not report.problems, report.describe()
 

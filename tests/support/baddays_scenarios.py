@@ -116,7 +116,8 @@ async def cut_patch(rig: Rig) -> None:
 
 
 async def relist(rig: Rig) -> None:
-    """Deletions during a watch gap that only a relist (410) can reveal: no ghost GPUs, a new token."""
+    """Changes during a watch gap that only a relist (410) can reveal: no ghost GPUs, and a token
+    rotated by an admin (its Secret deleted, the digest removed from the Host) is issued anew."""
     names = await _prepare(rig, gpus={0: 4, 1: 2})
     host_a, host_b = names[0], names[1]
     secret = f"/api/v1/namespaces/{rig.namespace}/secrets/{TOKEN_SECRET_PREFIX}{host_a}"
@@ -138,8 +139,14 @@ async def relist(rig: Rig) -> None:
     for gpu in sorted(rig.fleet.hosts[host_a].gpus)[:2] + sorted(rig.fleet.hosts[host_b].gpus):
         await rig.fleet.delete_gpu(gpu.rsplit("-gpu", 1)[0], gpu)
     await rig.request("DELETE", secret)
+    await rig.request(
+        "PATCH",
+        f"/apis/gpufleet.io/v1alpha1/hosts/{host_a}",
+        {"metadata": {"annotations": {"gpufleet.io/agent-token-sha256": None}}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     rig.emulator.compact()
-    rig.mark(f"deleted 2 GPUs of {host_a}, both of {host_b}, the token Secret of {host_a}; history compacted")
+    rig.mark(f"deleted 2 GPUs of {host_a}, both of {host_b}; rotated the token of {host_a}; history compacted")
     await asyncio.sleep(2)
     rig.proxy.forward()
     rig.mark("operators' link back")
@@ -157,7 +164,7 @@ async def relist(rig: Rig) -> None:
             f"{host_b} totalGpu {rig.monitor.total(host_b)} (0 exist)"
         )
     if not await rig.until(reissued, 20, "a new agent token", fail=False):
-        rig.problem(f"no new agent-token Secret for {host_a} after its Secret was deleted during the gap")
+        rig.problem(f"no new agent token for {host_a} after it was rotated during the gap")
     await rig.settle()
     for name, exist in ((host_a, 2), (host_b, 0)):
         written = [total for at, total in rig.monitor.totals.get(name, []) if at >= stalled]
