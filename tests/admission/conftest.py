@@ -3,8 +3,10 @@
 The chart is rendered for a release of its own (`gpufleet-nr`, namespace `gpufleet-nr`), so its
 policies match only this suite's agent ServiceAccount and leave every other test alone. What is
 applied to the cluster under test: those ValidatingAdmissionPolicies and bindings, and (for a
-real cluster, where RBAC is enforced) the agent's and operator's ClusterRoles with their
-bindings, the namespace and the two ServiceAccounts.
+real cluster, where RBAC is enforced) the agent's, operator's and facade's ClusterRoles and their
+Roles on the hosts' heartbeat Leases, with their bindings, the namespace and the three
+ServiceAccounts. The host-Lease namespace itself (the chart's default `hostLeases.namespace`) is
+the session's: `crds_installed` creates it, as an installation does.
 
 Tokens are what a pod gets. On the emulator they are minted with the node-name claim
 (`Emulator.mint_token`); on a real cluster (1.30+) they come from the TokenRequest API, bound to
@@ -29,7 +31,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gpufleet.api import meta
+from gpufleet.api import hostlease, meta
 from gpufleet_agent import agent, kubeapi, nvml
 from gpufleet_agent.settings import AgentSettings
 from tests.chart import rendering
@@ -39,6 +41,9 @@ RELEASE = "gpufleet-nr"
 NAMESPACE = "gpufleet-nr"
 AGENT_SA = f"{RELEASE}-agent"
 OPERATOR_SA = f"{RELEASE}-controlplane"
+FACADE_SA = f"{RELEASE}-facade"
+#: The namespace of the hosts' heartbeat Leases: the chart's default hostLeases.namespace, the code's default too.
+LEASES = hostlease.NAMESPACE
 ADMISSION = "/apis/admissionregistration.k8s.io/v1"
 RBAC = "/apis/rbac.authorization.k8s.io/v1"
 _PATHS = {
@@ -46,6 +51,8 @@ _PATHS = {
     "ValidatingAdmissionPolicyBinding": f"{ADMISSION}/validatingadmissionpolicybindings",
     "ClusterRole": f"{RBAC}/clusterroles",
     "ClusterRoleBinding": f"{RBAC}/clusterrolebindings",
+    "Role": f"{RBAC}/namespaces/{LEASES}/roles",
+    "RoleBinding": f"{RBAC}/namespaces/{LEASES}/rolebindings",
 }
 FAST = {
     "sample_interval_seconds": 0.05,
@@ -60,15 +67,19 @@ FAST = {
 
 
 def chart_objects() -> list[dict[str, Any]]:
-    """The policies, bindings and the agent's and operator's cluster RBAC the chart renders for this suite."""
+    """The policies, bindings and the agent's, operator's and facade's RBAC (cluster-wide, and on the
+    host Leases) the chart renders for this suite."""
     rendered = rendering.render({"agent": {"register": True}}, release=RELEASE, namespace=NAMESPACE)
     wanted = []
     for obj in rendering.objects(rendered):
         component = obj["metadata"].get("labels", {}).get("app.kubernetes.io/component")
-        if obj["kind"].startswith("ValidatingAdmissionPolicy") or (
-            obj["kind"] in ("ClusterRole", "ClusterRoleBinding") and component in ("agent", "operator")
-        ):
+        ours = component in ("agent", "operator", "facade")
+        rbac = obj["kind"] in ("ClusterRole", "ClusterRoleBinding") or (
+            obj["kind"] in ("Role", "RoleBinding") and obj["metadata"]["namespace"] == LEASES
+        )
+        if obj["kind"].startswith("ValidatingAdmissionPolicy") or (ours and rbac):
             wanted.append(obj)
+    assert any(obj["kind"] == "Role" for obj in wanted), f"no Role of the chart in {LEASES}"
     return wanted
 
 
@@ -135,6 +146,13 @@ class Identities:
             token: str = self._kube.emulator.mint_token(NAMESPACE, AGENT_SA)
             return token
         return self._request_token(AGENT_SA, None)
+
+    def facade_token(self) -> str:
+        """The facade's token (its own ServiceAccount in the default facade.layout); no policy restricts it."""
+        if self._kube.emulator is not None:
+            token: str = self._kube.emulator.mint_token(NAMESPACE, FACADE_SA, node="control-plane-node")
+            return token
+        return self._request_token(FACADE_SA, None)
 
     def operator_token(self) -> str:
         """The operator's token (in its pod: bound to a pod, with the claim; the policies ignore it)."""
@@ -220,7 +238,7 @@ def policies(kube: Any, rest: Rest, crds_installed: list[str]) -> Iterator[list[
     """The chart's node-restriction policies (and the RBAC they sit on) applied to the cluster."""
     status, _ = rest("POST", "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
     assert status in (201, 409)
-    for name in (AGENT_SA, OPERATOR_SA):
+    for name in (AGENT_SA, OPERATOR_SA, FACADE_SA):
         status, _ = rest("POST", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts", {"metadata": {"name": name}})
         assert status in (201, 409)
     objects = chart_objects()
@@ -254,12 +272,13 @@ def node_b() -> str:
 
 
 class Fleet:
-    """Hosts and GPUs written as the administrator, and everything removed after the test."""
+    """Hosts, GPUs and host Leases written as the administrator, and everything removed after the test."""
 
     def __init__(self, admin: kubeapi.KubeApi) -> None:
         self.admin = admin
         self.hosts: set[str] = set()
         self.gpus: set[str] = set()
+        self.leases: set[str] = set()
 
     async def host(self, name: str, node_name: str | None = None, status: dict[str, Any] | None = None) -> Any:
         spec: dict[str, Any] = {
@@ -290,14 +309,33 @@ class Fleet:
         self.gpus.add(name)
         return await self.admin.create(kubeapi.GPUS, body)
 
+    async def lease(self, host_object: dict[str, Any], holder: str) -> Any:
+        """The host's heartbeat Lease, owned by it and renewed now by `holder`, as its renewer would create it."""
+        name = host_object["metadata"]["name"]
+        body = hostlease.manifest(
+            host_name=name,
+            host_uid=host_object["metadata"]["uid"],
+            namespace=LEASES,
+            holder=holder,
+            duration_seconds=40,
+        )
+        self.leases.add(name)
+        return await self.admin.create(hostlease.path(LEASES), body)
+
     def track(self, kind: str, name: str) -> None:
-        (self.hosts if kind == "host" else self.gpus).add(name)
+        {"host": self.hosts, "gpu": self.gpus, "lease": self.leases}[kind].add(name)
 
     async def cleanup(self) -> None:
         for name in list(self.hosts):
             for gpu in await self.admin.list(kubeapi.GPUS, label_selector=f"{meta.HOST_LABEL}={name}"):
                 self.gpus.add(gpu["metadata"]["name"])
-        for path, names in ((kubeapi.GPUS, self.gpus), (kubeapi.HOSTS, self.hosts)):
+        # a Host's Lease goes with it (garbage collection, asynchronous on a cluster): delete it now
+        self.leases |= self.hosts
+        for path, names in (
+            (hostlease.path(LEASES), self.leases),
+            (kubeapi.GPUS, self.gpus),
+            (kubeapi.HOSTS, self.hosts),
+        ):
             for name in names:
                 with contextlib.suppress(kubeapi.ApiError):
                     await self.admin.delete(f"{path}/{name}")

@@ -3,8 +3,10 @@
 The agent of node A (the real agent code, or its own API client, with the token its pod would
 hold) reports for its node and is refused everywhere else: on node B's Host (heartbeat,
 registration), on node B's GPUs (create, update, status, delete), on relabelling its own GPUs,
-on the operator's status fields and labels, and on Host writes it never makes. A token bound to
-no pod writes nothing. The operator's identity and an administrator are not restricted.
+on the operator's status fields and labels, on Host writes it never makes, and on heartbeat
+Leases not held by its node (creating or renewing one with holder B, taking over B's, deleting
+any; a Lease the facade renewed for its host it may take over). A token bound to no pod writes nothing. The operator's and the facade's
+identities and an administrator are not restricted.
 
 The same tests run on the emulator (its CEL evaluates the policies) and on a real cluster of
 Kubernetes 1.30+ (tests/e2e/run.sh runs the suite on kind), where the API server evaluates them
@@ -20,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from gpufleet.api import host, meta
+from gpufleet.api import host, hostlease, meta
 from gpufleet_agent import agent, binding, fakenvml, heartbeat, kubeapi, machine
 
-from .conftest import Fleet, Identities, RunAgent, eventually
+from .conftest import LEASES, NAMESPACE, Fleet, Identities, RunAgent, eventually
 
 pytestmark = pytest.mark.usefixtures("policies")
 
@@ -317,6 +319,10 @@ async def test_a_token_bound_to_no_pod_writes_nothing(
     await refused(api.create(kubeapi.GPUS, gpu_body(node_a, 0, **{meta.NODE_LABEL: node_a})), names_no_node)
     fleet.track("host", "unbound-token-host")
     await refused(binding.register(api, "unbound-token-host", "192.0.2.9"), names_no_node)
+    bound = await api.get(f"{kubeapi.HOSTS}/{node_a}")
+    await refused(_renew(api, bound, node_a), names_no_node)  # the Lease create, after the patch's 404
+    await fleet.lease(bound, node_a)
+    await refused(_renew(api, bound, node_a), names_no_node)  # the renewal itself
 
 
 async def test_the_operator_and_administrators_are_not_restricted(
@@ -333,3 +339,140 @@ async def test_the_operator_and_administrators_are_not_restricted(
     await fleet.admin.merge_patch(f"{kubeapi.GPUS}/{node_b}-gpu1", {"metadata": {"labels": {meta.NODE_LABEL: "n"}}})
     await fleet.admin.merge_patch(f"{path}/status", {"status": {"lastHeartbeat": "2024-01-01T00:00:00Z"}})
     await fleet.admin.delete(path)
+
+
+# ----- heartbeat Leases ---------------------------------------------------------------------------------------
+
+
+def _renew(api: kubeapi.KubeApi, bound: dict[str, Any], holder: str) -> Awaitable[None]:
+    """The agent's own Lease renewal (merge patch; on 404 read the Host and create the Lease)."""
+    return heartbeat.renew(api, bound, namespace=LEASES, holder=holder, duration=40)
+
+
+async def _lease(admin: kubeapi.KubeApi, name: str) -> dict[str, Any] | None:
+    try:
+        found: dict[str, Any] = await admin.get(hostlease.path(LEASES, name))
+    except kubeapi.ApiError as error:
+        if error.not_found:
+            return None
+        raise
+    return found
+
+
+async def test_the_agent_creates_and_renews_its_own_nodes_lease(
+    run_agent: RunAgent, identities: Identities, fleet: Fleet, node_a: str
+) -> None:
+    """The real agent: its heartbeat creates its Host's Lease, held by its node, and renews it."""
+    fleet.track("host", node_a)
+    token = identities.node_token(node_a)
+    async with run_agent(fakenvml.scenario("one"), token=token, node_name=node_a) as running:
+        created = await eventually(lambda: _lease(fleet.admin, node_a), within=15.0)
+        first = hostlease.renew_time(created)
+
+        async def renewed() -> str | None:
+            now = hostlease.renew_time(await _lease(fleet.admin, node_a) or {})
+            return now if now != first else None
+
+        await eventually(renewed, within=15.0)
+        assert api_errors(running) == 0
+    lease = await _lease(fleet.admin, node_a)
+    assert lease is not None and hostlease.holder(lease) == node_a
+    owner = (await fleet.admin.get(f"{kubeapi.HOSTS}/{node_a}"))["metadata"]["uid"]
+    assert [ref["uid"] for ref in lease["metadata"]["ownerReferences"]] == [owner]
+
+
+async def test_the_agent_renews_the_lease_of_a_host_bound_to_its_node(
+    identities: Identities, fleet: Fleet, node_a: str, connect: Connect
+) -> None:
+    """A Host named otherwise, bound by spec.nodeName: its Lease is created and renewed (patch) by node A."""
+    bound = await fleet.host(f"host-{node_a[-6:]}y", node_name=node_a)
+    api = connect(identities.node_token(node_a))
+    await _renew(api, bound, node_a)  # 404, then create
+    await _renew(api, bound, node_a)  # merge patch: an UPDATE of the merged object at admission
+    lease = await _lease(fleet.admin, bound["metadata"]["name"])
+    assert lease is not None and hostlease.holder(lease) == node_a
+
+
+async def test_a_lease_held_by_another_node_is_out_of_reach(
+    identities: Identities, fleet: Fleet, node_a: str, node_b: str, connect: Connect
+) -> None:
+    mine = await fleet.host(node_a, node_name=node_a)
+    theirs = await fleet.host(node_b, node_name=node_b)
+    api = connect(identities.node_token(node_a))
+    must = f"spec.holderIdentity must be {node_a}"
+    # creating a Lease held by node B: for B's Host, or for its own
+    await refused(_renew(api, theirs, node_b), must)
+    await refused(_renew(api, mine, node_b), must)
+    assert await _lease(fleet.admin, node_a) is None
+    assert await _lease(fleet.admin, node_b) is None
+    # node B's existing Lease: neither taken over (holder A) nor renewed in B's name
+    stored = await fleet.lease(theirs, node_b)
+    taken = f"is held by {node_b}: the agent of node {node_a} may not take it over"
+    await refused(_renew(api, theirs, node_a), taken)
+    await refused(_renew(api, theirs, node_b), must)
+    path = hostlease.path(LEASES, node_b)
+    await refused(api.merge_patch(path, {"spec": {"holderIdentity": None}}), must)
+    untouched = await fleet.admin.get(path)
+    assert (hostlease.holder(untouched), hostlease.renew_time(untouched)) == (node_b, hostlease.renew_time(stored))
+    # its own Lease: renewed, but not handed to node B
+    await _renew(api, mine, node_a)
+    await refused(
+        api.merge_patch(hostlease.path(LEASES, node_a), hostlease.renewal(holder=node_b, duration_seconds=40)), must
+    )
+    assert hostlease.holder(await fleet.admin.get(hostlease.path(LEASES, node_a))) == node_a
+
+
+async def test_the_agent_takes_over_the_lease_its_host_had_as_a_legacy_host(
+    identities: Identities, fleet: Fleet, node_a: str, connect: Connect
+) -> None:
+    """A host moving from a legacy REST agent to the node's agent: the Lease the facade renewed
+    becomes the node's; the agent never writes the facade's name itself."""
+    legacy = await fleet.host(node_a, node_name=node_a)
+    await fleet.lease(legacy, hostlease.FACADE_HOLDER)
+    api = connect(identities.node_token(node_a))
+    await refused(_renew(api, legacy, hostlease.FACADE_HOLDER), f"spec.holderIdentity must be {node_a}")
+    await _renew(api, legacy, node_a)
+    assert hostlease.holder(await fleet.admin.get(hostlease.path(LEASES, node_a))) == node_a
+
+
+async def test_the_agent_never_deletes_a_lease_nor_writes_one_elsewhere(
+    identities: Identities, fleet: Fleet, node_a: str, connect: Connect, on_emulator: bool
+) -> None:
+    """RBAC grants neither on a cluster; the policy refuses both as well (seen where RBAC is not enforced)."""
+    mine = await fleet.host(node_a, node_name=node_a)
+    api = connect(identities.node_token(node_a))
+    await _renew(api, mine, node_a)
+    await refused(api.delete(hostlease.path(LEASES, node_a)), "never deletes Leases", by_policy=on_emulator)
+    assert await _lease(fleet.admin, node_a) is not None
+    elsewhere = hostlease.manifest(
+        host_name=node_a, host_uid=mine["metadata"]["uid"], namespace=NAMESPACE, holder=node_a, duration_seconds=40
+    )
+    await refused(api.create(hostlease.path(NAMESPACE), elsewhere), f"only in {LEASES}", by_policy=on_emulator)
+
+
+async def test_the_operator_the_facade_and_administrators_write_leases_unrestricted(
+    identities: Identities, fleet: Fleet, node_b: str, connect: Connect, on_emulator: bool
+) -> None:
+    theirs = await fleet.host(node_b, node_name=node_b)
+    path = hostlease.path(LEASES, node_b)
+    # the facade renews a legacy host's Lease: creates it, then takes it over from the node's agent
+    facade = connect(identities.facade_token())
+    fleet.track("lease", node_b)
+    created = hostlease.manifest(
+        host_name=node_b,
+        host_uid=theirs["metadata"]["uid"],
+        namespace=LEASES,
+        holder=hostlease.FACADE_HOLDER,
+        duration_seconds=50,
+    )
+    await facade.create(hostlease.path(LEASES), created)
+    await fleet.admin.merge_patch(path, hostlease.renewal(holder=node_b, duration_seconds=40))  # an admin's write
+    await facade.merge_patch(path, hostlease.renewal(holder=hostlease.FACADE_HOLDER, duration_seconds=50))
+    assert hostlease.holder(await fleet.admin.get(path)) == hostlease.FACADE_HOLDER
+    operator = connect(identities.operator_token())
+    assert (await operator.get(path))["metadata"]["name"] == node_b  # all its role grants on Leases: reads
+    if on_emulator:  # where RBAC is not enforced, a write shows no policy matches the operator either
+        await operator.merge_patch(path, {"spec": {"holderIdentity": "someone-else"}})
+    await fleet.admin.merge_patch(path, {"spec": {"holderIdentity": None}})
+    await fleet.admin.delete(path)
+    assert await _lease(fleet.admin, node_b) is None

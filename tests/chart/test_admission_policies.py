@@ -1,6 +1,6 @@
 """The agent's node restriction as the chart renders it (templates/admission-policies.yaml).
 
-Two ValidatingAdmissionPolicies (Hosts, GPUs), each with a Deny binding, matching the agent's
+Three ValidatingAdmissionPolicies (Hosts, GPUs, host Leases), each with a Deny binding, matching the agent's
 ServiceAccount only, in a CEL the emulator compiles; off by value, and refused on Kubernetes
 before 1.30 while on. What the rules do is tested end to end in tests/admission.
 """
@@ -30,8 +30,8 @@ def _policies(values: dict[str, Any], namespace: str = rendering.NAMESPACE) -> l
 
 def test_the_default_install_restricts_agents_to_their_node() -> None:
     found = {(m["kind"], m["metadata"]["name"]) for m in rendering.objects_of_file(rendering.CI_VALUES[0])}
-    assert {(POLICY, "gpufleet-agent-hosts"), (POLICY, "gpufleet-agent-gpus")} <= found
-    assert {(BINDING, "gpufleet-agent-hosts"), (BINDING, "gpufleet-agent-gpus")} <= found
+    for name in ("gpufleet-agent-hosts", "gpufleet-agent-gpus", "gpufleet-agent-leases"):
+        assert {(POLICY, name), (BINDING, name)} <= found
 
 
 @pytest.mark.parametrize(
@@ -62,10 +62,24 @@ def test_the_policies_match_the_agents_service_account_only() -> None:
         [condition] = policy["spec"]["matchConditions"]
         assert condition["expression"] == "request.userInfo.username == 'system:serviceaccount:fleet:node-reporter'"
         [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
-        assert rule["apiGroups"] == [meta.GROUP]
         assert sorted(rule["operations"]) == ["CREATE", "DELETE", "UPDATE"]
+        if policy["metadata"]["name"].endswith("-leases"):
+            assert (rule["apiGroups"], rule["resources"]) == (["coordination.k8s.io"], ["leases"])
+            continue
+        assert rule["apiGroups"] == [meta.GROUP]
         plural = "hosts" if policy["metadata"]["name"].endswith("-hosts") else "gpus"
         assert rule["resources"] == [plural, f"{plural}/status"]
+
+
+@pytest.mark.parametrize("namespace", ["gpufleet-host-leases", "fleet-heartbeats"])
+def test_the_lease_policy_keeps_the_agent_in_the_host_lease_namespace(namespace: str) -> None:
+    """The agent writes Leases only in hostLeases.namespace, the one the chart hands every component."""
+    values = {"hostLeases": {"namespace": namespace}}
+    [leases] = [m for m in _policies(values) if m["kind"] == POLICY and m["metadata"]["name"].endswith("-leases")]
+    expressions = [v["expression"] for v in leases["spec"]["validations"]]
+    assert f"has(request.namespace) && request.namespace == '{namespace}'" in expressions
+    agent = rendering.container_of(rendering.objects(rendering.render(values)), "agent")
+    assert {"name": "GPUFLEET_AGENT_HOST_LEASE_NAMESPACE", "value": namespace} in agent["env"]
 
 
 def test_every_expression_compiles() -> None:

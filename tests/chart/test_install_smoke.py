@@ -2,7 +2,8 @@
 
 Runs against the emulated API by default and against a real cluster with `pytest --kubeconfig`.
 Objects go through the `kubernetes` dynamic client (discovery, then plain REST creates) in Helm's
-install order: CRDs, then ServiceAccounts and RBAC. Each is read back, and so is the leader-election
+install order: CRDs, then the host-Lease Namespace, ServiceAccounts and RBAC (some Roles sit in
+that namespace). Each is read back, and so is the leader-election
 Lease the operator writes (the chart does not create it); everything created is deleted afterwards.
 """
 
@@ -22,7 +23,7 @@ from . import rendering
 
 SMOKE_NAMESPACE = "gpufleet-chart-smoke"
 RELEASE = "chart-smoke"
-RBAC_ORDER = ["ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
+RBAC_ORDER = ["Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
 Manifest = dict[str, Any]
 
 
@@ -128,7 +129,9 @@ def test_the_service_accounts_and_rbac_are_accepted(installer: Installer, layout
     if not installer.serves("rbac.authorization.k8s.io/v1", "ClusterRole"):
         pytest.skip("this API does not serve rbac.authorization.k8s.io/v1")
     release = RELEASE if layout == "deployment" else f"{RELEASE}-{layout}"
-    rendered = rendering.render(rendering.with_layout({}, layout), release=release, namespace=SMOKE_NAMESPACE)
+    # each release creates its own host-Lease namespace, as two releases must not share one
+    values = rendering.with_layout({"hostLeases": {"namespace": f"{release}-leases"}}, layout)
+    rendered = rendering.render(values, release=release, namespace=SMOKE_NAMESPACE)
     chart_objects = rendering.objects(rendered)
     accounts = {m["metadata"]["name"] for m in chart_objects if m["kind"] == "ServiceAccount"}
     assert (f"{release}-gpufleet-facade" in accounts) is (layout == "deployment")

@@ -10,6 +10,7 @@ requires there (its ValidatingAdmissionPolicies are admissionregistration.k8s.io
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
@@ -101,16 +102,93 @@ def test_every_object_is_labelled_as_part_of_the_release() -> None:
 
 
 def test_namespaced_objects_go_to_the_release_namespace() -> None:
-    """Only the operator's Event Role sits elsewhere: Events about cluster-scoped Hosts live in default."""
+    """Only the operator's Event Role sits elsewhere (Events about cluster-scoped Hosts live in default),
+    and each component's Role on the hosts' heartbeat Leases, in their namespace (hostLeases.namespace)."""
     elsewhere = {
         (m["kind"], m["metadata"]["name"], m["metadata"].get("namespace"))
         for m in rendering.objects_of_file(rendering.CHART / "ci" / "default-values.yaml")
         if m["metadata"].get("namespace") not in (None, rendering.NAMESPACE)
     }
+    leases = "gpufleet-host-leases"
     assert elsewhere == {
         ("Role", "gpufleet-operator-events", "default"),
         ("RoleBinding", "gpufleet-operator-events", "default"),
+        *{
+            (kind, f"gpufleet-{component}-host-leases", leases)
+            for kind in ("Role", "RoleBinding")
+            for component in ("operator", "facade", "agent")
+        },
     }
+
+
+@pytest.mark.parametrize(
+    ("values", "created"),
+    [
+        ({}, "gpufleet-host-leases"),
+        ({"hostLeases": {"namespace": "fleet-heartbeats"}}, "fleet-heartbeats"),
+        ({"hostLeases": {"createNamespace": False}}, None),
+        ({"hostLeases": {"namespace": rendering.NAMESPACE}}, None),  # the release namespace exists already
+    ],
+    ids=["default", "renamed", "not-created", "release-namespace"],
+)
+def test_the_host_lease_namespace_is_created_when_asked(values: dict[str, Any], created: str | None) -> None:
+    manifests = rendering.objects(rendering.render(values))
+    namespaces = [m for m in manifests if m["kind"] == "Namespace"]
+    assert [m["metadata"]["name"] for m in namespaces] == ([created] if created else [])
+    for namespace in namespaces:
+        labels = namespace["metadata"]["labels"]
+        assert labels["app.kubernetes.io/instance"] == rendering.RELEASE
+        assert labels["app.kubernetes.io/component"] == "host-leases"
+        # deleted with the release: Leases are renewed anew, and a kept namespace would block another release
+        assert "helm.sh/resource-policy" not in (namespace["metadata"].get("annotations") or {})
+    expected = values.get("hostLeases", {}).get("namespace", "gpufleet-host-leases")
+    env = {
+        (container["name"], var["name"]): var.get("value")
+        for _, container in rendering.containers(manifests)
+        for var in container.get("env", [])
+        if var["name"].endswith("HOST_LEASE_NAMESPACE")
+    }
+    assert env == {
+        ("operator", "GPUFLEET_HOST_LEASE_NAMESPACE"): expected,
+        ("facade", "GPUFLEET_HOST_LEASE_NAMESPACE"): expected,
+        ("agent", "GPUFLEET_AGENT_HOST_LEASE_NAMESPACE"): expected,
+    }
+
+
+@pytest.mark.parametrize(
+    ("owner", "rendered"),
+    [
+        (None, False),
+        ({"name": rendering.RELEASE, "namespace": rendering.NAMESPACE}, True),
+        ({"name": "other", "namespace": rendering.NAMESPACE}, False),
+    ],
+    ids=["made-elsewhere", "this-release", "another-release"],
+)
+def test_an_existing_host_lease_namespace_is_used_not_taken(
+    tmp_path: pathlib.Path, owner: dict[str, str] | None, rendered: bool
+) -> None:
+    """Where the namespace exists (`lookup`, which sees nothing offline, is replaced by what a cluster
+    answers), only this release's own stays in the release: Helm could not adopt another, and would
+    delete this release's on upgrade if it were no longer rendered."""
+    annotations = (
+        f'(dict "meta.helm.sh/release-name" "{owner["name"]}" "meta.helm.sh/release-namespace" "{owner["namespace"]}")'
+        if owner
+        else "dict"
+    )
+    with helm.Chart.load(rendering.CHART) as chart:
+        copy = pathlib.Path(chart.save_dir(tmp_path))
+    template = copy / "templates" / "host-lease-namespace.yaml"
+    lookup = 'lookup "v1" "Namespace" "" $namespace'
+    assert lookup in template.read_text()
+    template.write_text(
+        template.read_text().replace(lookup, f'dict "metadata" (dict "name" $namespace "annotations" {annotations})')
+    )
+    with helm.Chart.load(copy) as chart:
+        manifests = rendering.objects(chart.render({}, name=rendering.RELEASE, namespace=rendering.NAMESPACE))
+    assert any(m["kind"] == "Namespace" for m in manifests) is rendered
+    # used either way: every component still gets it, and the Roles still go there
+    roles = [m for m in manifests if m["kind"] == "Role" and m["metadata"]["namespace"] == "gpufleet-host-leases"]
+    assert len(roles) == 3
 
 
 def test_the_validator_rejects_what_an_api_server_would() -> None:

@@ -3,8 +3,10 @@
 test_rbac.py pins what the roles grant; this is the other half. Each component runs as a process
 with the environment the chart gives it, against a fresh emulated API whose request hook records
 every request, through a scenario that walks its code paths (leader election and Hosts' lives for
-the operator, token Secrets issued, found and refilled; every legacy REST call and the IP-claim
-collision paths for the facade; registration and reporting for the agent). Each recorded request
+the operator, token Secrets issued, found and refilled, host Leases watched and read; every legacy
+REST call, heartbeats renewing host Leases, and the IP-claim collision paths for the facade;
+registration, reporting and Lease renewals for the agent). Each API starts as an install leaves it:
+the release namespace, and the host-Lease namespace the chart creates (hostLeases.namespace). Each recorded request
 is turned into RBAC attributes the way the API server does and checked against what the chart's
 bindings grant the ServiceAccount the component's pod runs as (with the default
 facade.layout=deployment the facade's is its own), so a new API call without a new rule fails here
@@ -27,7 +29,7 @@ import pytest
 import yaml
 
 from gpufleet import tokens
-from gpufleet.api import meta
+from gpufleet.api import hostlease, meta
 from gpufleet.facade import claims
 from kube_emulator import EmulatedCluster, RequestInfo
 from tests.support.waiting import eventually_sync
@@ -37,8 +39,11 @@ from . import processes, rendering
 pytestmark = pytest.mark.emulator  # the request hook is the emulator's
 
 NAMESPACE = rendering.NAMESPACE
+LEASES = hostlease.NAMESPACE  # the chart's default hostLeases.namespace, the code's default too
+LEASE_GROUP = "coordination.k8s.io"
 SAMPLES = rendering.REPO / "crds" / "samples"
 READ_ONLY_MARKER = "pretty"
+MERGE_PATCH = "application/merge-patch+json"
 
 
 class Spied:
@@ -134,7 +139,10 @@ def _eventually(check: Callable[[], Any], what: str, timeout: float = 30) -> Any
 @pytest.fixture
 def spied(tmp_path: pathlib.Path) -> Iterator[Spied]:
     spied = Spied(tmp_path)
-    spied.call("POST", "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
+    spied.call("POST", "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})  # helm install --create-namespace
+    host_leases = rendering.find(rendering.objects(rendering.render({})), "Namespace")  # the chart's own
+    assert host_leases["metadata"]["name"] == LEASES
+    spied.call("POST", "/api/v1/namespaces", host_leases)
     yield spied
     spied.cluster.stop()
 
@@ -226,6 +234,56 @@ def test_the_operator_stays_within_its_roles_through_hosts_lives(spied: Spied, t
     assert (NAMESPACE, "coordination.k8s.io", "leases", "create", "") in made
     assert {(NAMESPACE, "coordination.k8s.io", "leases", verb, lease) for verb in ("get", "update")} <= made
     assert not [request for request in made if request[1] == "kopf.dev"]
+    # host Leases: the informer lists and watches them; the operator never writes one
+    assert {(LEASES, LEASE_GROUP, "leases", verb, "") for verb in ("list", "watch")} <= made
+    assert not [r for r in made if r[0] == LEASES and r[3] not in ("get", "list", "watch")]
+
+
+def test_the_operator_reads_host_leases_within_its_roles(spied: Spied, tmp_path: pathlib.Path) -> None:
+    """A host kept online by its node's Lease renewals, then silent: before the verdict, with its watch
+    quiet, the operator reads the Host and its Lease (fleet.Fleet._read_lease: leases get)."""
+    # a 2 s grace for a quick verdict (the chart wants at least 4 heartbeat intervals)
+    manifests = rendering.objects(
+        rendering.render({"operator": {"gracePeriodSeconds": 2}, "agent": {"heartbeatIntervalSeconds": 0.5}})
+    )
+    sample = yaml.safe_load((SAMPLES / "host.yaml").read_text())
+    name = sample["metadata"]["name"]
+    hosts, leases = "/apis/gpufleet.io/v1alpha1/hosts", hostlease.path(LEASES)
+    created = spied.call("POST", hosts, sample)
+    holder = hostlease.bound_node(created)
+
+    def state() -> str | None:
+        value: str | None = ((spied.call("GET", f"{hosts}/{name}") or {}).get("status") or {}).get("state")
+        return value
+
+    def lease_read() -> bool:
+        return (LEASES, LEASE_GROUP, "leases", "get", name) in spied.component_requests()
+
+    operator = processes.Container(
+        rendering.container_of(manifests, "operator"),
+        kubeconfig=spied.kubeconfig,
+        downward_api={"metadata.namespace": NAMESPACE},
+        port_variables={"GPUFLEET_METRICS_PORT": "metrics", "GPUFLEET_LIVENESS_PORT": "healthz"},
+        log=tmp_path / "operator.log",
+    )
+    with operator:
+        operator.wait_until_answering(operator.probe_url("startupProbe"))
+        uid = created["metadata"]["uid"]
+        spied.call(
+            "POST",
+            leases,
+            hostlease.manifest(host_name=name, host_uid=uid, namespace=LEASES, holder=holder, duration_seconds=2),
+        )
+        # a watch event or bookmark can confirm a silence before the read is due: go silent again until one is read
+        for _ in range(5):
+            spied.call("PATCH", f"{leases}/{name}", hostlease.renewal(holder=holder, duration_seconds=2), MERGE_PATCH)
+            _eventually(lambda: state() == "online", f"online on its Lease renewal:\n{operator.output()}")
+            _eventually(lambda: state() == "offline", f"offline once the renewals stop:\n{operator.output()}")
+            if lease_read():
+                break
+        assert lease_read(), f"no read of the Lease before an offline verdict:\n{operator.output()}"
+    made = _assert_covered(spied, "operator", manifests)
+    assert {(LEASES, LEASE_GROUP, "leases", verb, "") for verb in ("list", "watch")} <= made
 
 
 def test_the_facade_stays_within_its_roles_through_every_legacy_call(spied: Spied, tmp_path: pathlib.Path) -> None:
@@ -284,6 +342,8 @@ def test_the_facade_stays_within_its_roles_through_every_legacy_call(spied: Spie
         host_id, agent_token = created["data"]["host_id"], created["data"]["agent_token"]
         beat = {"status": "online", "health_status": "healthy", "used_cpu": 1, "used_memory": 2**30, "used_gpu": 0}
         assert rest("POST", f"/api/v1/hosts/{host_id}/heartbeat", agent_token, beat)[0] == 200
+        renewed = spied.call("GET", hostlease.path(LEASES, host_id))  # (deleted with its Host below)
+        assert renewed is not None and hostlease.holder(renewed) == hostlease.FACADE_HOLDER
         assert rest("PUT", f"/api/v1/hosts/{host_id}", admin, {"name": "renamed"})[0] == 200
         assert rest("GET", "/api/v1/hosts", admin)[0] == 200
         assert rest("GET", f"/api/v1/hosts/{host_id}", admin)[0] == 200
@@ -308,6 +368,9 @@ def test_the_facade_stays_within_its_roles_through_every_legacy_call(spied: Spie
     assert ("delete", stale["metadata"]["name"]) in claimed
     assert ("patch", claims.name("10.9.8.7")) in claimed
     assert not [request for request in made if request[2] == "secrets"], "the facade touched a Secret"
+    # the heartbeat renewed the host's Lease: patch (404 on the first), then create; the informer lists and watches
+    assert {(LEASES, LEASE_GROUP, "leases", "patch", host_id), (LEASES, LEASE_GROUP, "leases", "create", "")} <= made
+    assert {(LEASES, LEASE_GROUP, "leases", verb, "") for verb in ("list", "watch")} <= made
 
 
 def test_the_agent_stays_within_its_roles_while_registering_and_reporting(spied: Spied, tmp_path: pathlib.Path) -> None:
@@ -332,3 +395,10 @@ def test_the_agent_stays_within_its_roles_while_registering_and_reporting(spied:
     made = _assert_covered(spied, "agent", manifests)
     assert ("cluster", "gpufleet.io", "hosts", "create", "") in made
     assert ("cluster", "gpufleet.io", "gpus/status", "patch", "gpu-node-1-gpu0") in made
+    # heartbeats renew the node's Lease: patch (404 on the first), the Host read, create; nothing else on Leases
+    assert {
+        (LEASES, LEASE_GROUP, "leases", "patch", "gpu-node-1"),
+        (LEASES, LEASE_GROUP, "leases", "create", ""),
+    } <= made
+    assert {r[3] for r in made if r[2] == "leases"} == {"patch", "create"}
+    assert hostlease.holder(spied.call("GET", hostlease.path(LEASES, "gpu-node-1"))) == "gpu-node-1"

@@ -87,6 +87,8 @@ container of a pod mounts its own subPath). */}}
       value: {{ .Values.facade.port | quote }}
     - name: GPUFLEET_AUTH_MODE
       value: {{ .Values.facade.auth.mode | quote }}
+    - name: GPUFLEET_HOST_LEASE_NAMESPACE
+      value: {{ include "gpufleet.hostLeaseNamespace" . | quote }}
     {{- if $static }}
     - name: GPUFLEET_STATIC_TOKENS_FILE
       value: /etc/gpufleet/auth/tokens

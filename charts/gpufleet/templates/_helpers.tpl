@@ -54,6 +54,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-agent" (include "gpufleet.fullname" .)) .Values.agent.serviceAccount.name }}
 {{- end }}
 
+{{/* The namespace of the hosts' heartbeat Leases (hostLeases.namespace). */}}
+{{- define "gpufleet.hostLeaseNamespace" -}}
+{{- .Values.hostLeases.namespace }}
+{{- end }}
+
 {{/* An image reference: the digest wins over the tag; the tag defaults to the appVersion. */}}
 {{- define "gpufleet.image" -}}
 {{- if .image.digest }}
