@@ -143,10 +143,12 @@ BUILTINS: tuple[ResourceDef, ...] = (
         False,
         categories=("api-extensions",),
     ),
+    # Served, not run: controllers that taint a node or set a node condition need Nodes to exist.
+    _builtin("", "v1", "nodes", "Node", False, shortnames=("no",), status_subresource=True),
 )
 
-CRDS = BUILTINS[6]
-NAMESPACES = BUILTINS[0]
+CRDS = next(r for r in BUILTINS if r.plural == "customresourcedefinitions")
+NAMESPACES = next(r for r in BUILTINS if r.plural == "namespaces")
 
 
 def from_crd(crd: JsonObj) -> list[ResourceDef]:

@@ -66,6 +66,14 @@ class Settings(pydantic_settings.BaseSettings):
     """A leader that could not renew for this long stops writing; shorter than the lease duration."""
     retry_period_seconds: PositiveSeconds = 2.0
     """Interval between attempts to acquire or renew the Lease."""
+    node_remediation: bool = False
+    """Taint the Kubernetes Node of an unhealthy Host (or of a Host with an unhealthy GPU)
+    `gpufleet.io/gpu-unhealthy:NoSchedule` and set its `GPUFleetHealthy` condition; both go on recovery."""
+    remediation_max_unhealthy_fraction: Annotated[float, pydantic.Field(ge=0, le=1)] = 0.2
+    """Circuit breaker: no new taint while more than this share of the node-bound hosts is unhealthy
+    (a fleet-wide fault is not fixed by draining the fleet)."""
+    remediation_taints_per_minute: Annotated[float, pydantic.Field(gt=0)] = 10.0
+    """Most new taints per minute, fleet-wide (removals are never held back)."""
     metrics_port: Port = 9090
     """Port of the operator's Prometheus `/metrics` endpoint (0 disables it)."""
     liveness_port: Port = 8081

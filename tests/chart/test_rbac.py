@@ -233,3 +233,14 @@ def test_rest_roles_map_to_the_verbs_the_facade_reviews() -> None:
     assert admin_role["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
     viewer_role = rendering.find(manifests, "ClusterRole", "-viewer")["metadata"]["labels"]
     assert viewer_role["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+
+
+def test_node_remediation_grants_node_writes_only_when_it_is_on() -> None:
+    """Off by default: the operator may then neither read nor touch a Node."""
+    for enabled in (False, True):
+        values = {"operator": {"nodeRemediation": {"enabled": enabled}}}
+        manifests = rendering.objects(rendering.render(values))
+        grants = rendering.bound_grants(manifests, rendering.service_account_of(manifests, "operator"))
+        node_grants = _expand("cluster", "", "nodes", "get patch") | _expand("cluster", "", "nodes/status", "patch")
+        assert (node_grants <= grants) is enabled
+        assert not any(g for g in grants - node_grants if "nodes" in str(g) and "namespaces" not in str(g))

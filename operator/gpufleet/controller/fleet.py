@@ -34,7 +34,7 @@ from kubernetes_asyncio.client import exceptions
 from gpufleet import informer, tokens
 from gpufleet import settings as settings_
 from gpufleet.api import gpu, host, hostlease, meta
-from gpufleet.controller import liveness, metrics, rollup, status, workqueue, writer
+from gpufleet.controller import events, liveness, metrics, remediation, rollup, status, workqueue, writer
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,9 @@ class Fleet:
         )
         self.metrics.watch_fleet(self._host_states, self.rollup.by_state, self.liveness.oldest_heartbeat_age)
         self._deadlines: dict[str, float] = {}
+        self._tainted: dict[str, bool] = {}
+        """Nodes as the operator last left them (True: tainted); absent: not known since start."""
+        self._taint_bucket = events.Bucket(rate=config.remediation_taints_per_minute / 60, burst=3)
         self._deleted: set[str] = set()
         """Hosts gone from the API whose GPUs and token are still to be released."""
         self.queue: workqueue.WorkQueue[str] = workqueue.WorkQueue(
@@ -284,6 +287,8 @@ class Fleet:
             return
         await self.reconcile(name)
         await self._mask_gpus(view)
+        if self.config.node_remediation:
+            await self._remediate(view)
         if meta.CLEANUP_FINALIZER not in finalizers:
             await self.writer.add_finalizer(name, finalizers)
         if tokens.needs_token(view):
@@ -306,6 +311,60 @@ class Fleet:
                 await self.writer.mask_gpu(gpu_name, held or state, held=bool(held))
             elif online and held:
                 await self.writer.unmask_gpu(gpu_name, held if state == gpu.GPUState.UNKNOWN else None)
+
+    async def _remediate(self, view: dict[str, Any]) -> None:
+        """Taint the host's Node while it or a GPU of it is unhealthy (`remediation`), within the
+        rate limit and the circuit breaker; untaint it on recovery, always."""
+        node = view["spec"].get("nodeName")
+        if not node:
+            return
+        name = str(view["metadata"]["name"])
+        verdict = remediation.judge(view, self.rollup.members(name, str(node)))
+        wanted = verdict.reason is not None
+        if self._tainted.get(node) == wanted and not wanted:
+            return
+        if wanted and not self._tainted.get(node):
+            if self._breaker_open():
+                return  # looked at again when the fleet's health changes
+            if not self._taint_bucket.take():
+                self.queue.add_after(name, 60 / self.config.remediation_taints_per_minute)
+                return
+        changed = await self.writer.remediate_node(str(node), verdict)
+        if changed is None:
+            return
+        self._tainted[node] = wanted
+        if changed:
+            what = f"tainted {remediation.TAINT_KEY}: {verdict.message}" if wanted else "untainted: healthy again"
+            logger.info("node %s of host %s %s", node, name, what, extra={"host": name, "node": node})
+            event = status.Event(
+                "Warning" if wanted else "Normal",
+                "NodeTainted" if wanted else "NodeUntainted",
+                f"node {node} {what}",
+            )
+            await self.writer.post(name, str(view["metadata"].get("uid", "")), event)
+
+    def _breaker_open(self) -> bool:
+        """More than the set share of node-bound hosts unhealthy at once (and more than one):
+        add no taint."""
+        bound = unhealthy = 0
+        for candidate in list(self.hosts.values()):
+            node = candidate["spec"].get("nodeName")
+            if not node:
+                continue
+            bound += 1
+            members = self.rollup.members(str(candidate["metadata"]["name"]), str(node))
+            unhealthy += remediation.judge(candidate, members).reason is not None
+        fraction = unhealthy / bound if bound else 0.0
+        # One unhealthy host is never a fleet-wide fault, however small the fleet.
+        if unhealthy > 1 and fraction > self.config.remediation_max_unhealthy_fraction:
+            logger.warning(
+                "%d of %d node-bound hosts are unhealthy (over %.0f%%): no new node taints until fewer are",
+                unhealthy,
+                bound,
+                self.config.remediation_max_unhealthy_fraction * 100,
+            )
+            return True
+        return False
 
     async def _issue_token(self, view: dict[str, Any]) -> None:
         digest = await self.writer.issue_token(str(view["metadata"]["name"]), str(view["metadata"].get("uid", "")))

@@ -18,7 +18,7 @@ from kubernetes_asyncio.client import exceptions
 
 from gpufleet import tokens
 from gpufleet.api import gpu, host, meta
-from gpufleet.controller import agent_tokens, cleanup, events, metrics, status
+from gpufleet.controller import agent_tokens, cleanup, events, metrics, remediation, status
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +152,40 @@ class HostWriter:
         except exceptions.ApiException as error:
             if error.status != 404:  # a GPU deleted meanwhile needs nothing
                 raise
+
+    async def remediate_node(self, node_name: str, verdict: remediation.Verdict) -> bool | None:
+        """Bring the Node's taint and condition to the verdict: whether anything changed, None
+        when the Node does not exist (a Host may name a node that is gone, or never joined)."""
+        self.check_fence()
+        try:
+            response: Any = await self.core.read_node(node_name, _preload_content=False)
+        except exceptions.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        async with response:
+            node: dict[str, Any] = await response.json()
+        if response.status == 404:
+            return None
+        if response.status >= 400:
+            raise exceptions.ApiException(status=response.status, reason=str(node.get("message", "")))
+        spec, node_status = remediation.node_patches(node, verdict)
+        if spec:
+            self.check_fence()
+            await self.core.patch_node(node_name, spec, _content_type=JSON_PATCH)  # type: ignore[call-arg]
+        if node_status:
+            self.check_fence()
+            if spec:  # the spec write moved the version the status patch tests
+                node_status = remediation.node_patches(await self._read_node(node_name), verdict)[1]
+            if node_status:
+                await self.core.patch_node_status(node_name, node_status, _content_type=JSON_PATCH)  # type: ignore[call-arg]
+        return bool(spec or node_status)
+
+    async def _read_node(self, node_name: str) -> dict[str, Any]:
+        response: Any = await self.core.read_node(node_name, _preload_content=False)
+        async with response:
+            node: dict[str, Any] = await response.json()
+        return node
 
     async def post(self, host_name: str, host_uid: str, event: status.Event) -> None:
         """Post an Event about the Host (rate-limited: one dropped is counted, not retried)."""
