@@ -5,8 +5,8 @@ hold) reports for its node and is refused everywhere else: on node B's Host (hea
 registration), on node B's GPUs (create, update, status, delete), on relabelling its own GPUs,
 on the operator's status fields and labels, on Host writes it never makes, and on heartbeat
 Leases not held by its node (creating or renewing one with holder B, taking over B's, deleting
-any; a Lease the facade renewed for its host it may take over). A token bound to no pod writes nothing. The operator's and the facade's
-identities and an administrator are not restricted.
+any; a Lease the facade renewed for its host it may take over). A token bound to no pod writes
+nothing. The operator's and the facade's identities and an administrator are not restricted.
 
 The same tests run on the emulator (its CEL evaluates the policies) and on a real cluster of
 Kubernetes 1.30+ (tests/e2e/run.sh runs the suite on kind), where the API server evaluates them
