@@ -60,7 +60,7 @@ class Agent:
         self._nvml = nvml.Nvml(library)
         self._sampler = sampling.Sampler(
             self._nvml,
-            health.Tracker(settings.unhealthy_hold_seconds, health.APPLICATION_XIDS | set(settings.ignored_xids)),
+            health.Tracker.of(settings),
         )
         self._kubeconfig = kubeconfig
         self._allocation = allocation

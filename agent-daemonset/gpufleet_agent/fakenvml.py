@@ -8,6 +8,13 @@ Scenarios are set up by name (`scenario("hot", gpus=8)`) or driven step by step 
 `inject_xid(1, 79)`, `hang("nvmlDeviceGetMemoryInfo", 1)` then `release()`). Readings move
 with the injected clock, not with wall time, so a benchmark can simulate an hour in a second
 and a test gets the same numbers on every run.
+
+The health signals DCGM watches have knobs too: `set_row_remap(0, pending=True)`,
+`set_retired_pages(0, pending=True)`, `throttle(0, nvml.CLOCKS_HW_THERMAL)`,
+`nvlink_errors(0, link=2, crc_flit=500)`, `pcie_replays(0, 20)`. Each GPU is a `Model` (A100 by
+default) that answers NotSupported where the real board does: no row remapping before Ampere,
+no page retirement from Ampere on, no NVLink on a PCIe card. `missing_functions` makes calls
+answer FunctionNotFound, as an older driver's libnvidia-ml does for calls it lacks.
 """
 
 from __future__ import annotations
@@ -51,13 +58,34 @@ THERMAL_LAG_SECONDS = 60.0
 """Time constant of the `noisy` load's temperature following a job change (a card's thermal mass)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """What a kind of board has: its name and memory, its NVLinks, and the calls it answers NotSupported."""
+
+    name: str
+    memory_total: int
+    nvlinks: int
+    unsupported: frozenset[str]
+
+
+_PAGE_RETIREMENT = frozenset({"nvmlDeviceGetRetiredPages", "nvmlDeviceGetRetiredPagesPendingStatus"})
+A100 = Model("NVIDIA A100-SXM4-80GB", 80 * GIB, 12, _PAGE_RETIREMENT)
+"""Ampere: remaps rows, retires no pages (NotSupported), 12 NVLinks."""
+H100 = Model("NVIDIA H100 80GB HBM3", 80 * GIB, 18, _PAGE_RETIREMENT)
+"""Hopper: like Ampere, with 18 NVLinks."""
+V100 = Model("Tesla V100-SXM2-32GB", 32 * GIB, 6, frozenset({"nvmlDeviceGetRemappedRows"}))
+"""Volta: retires pages, has no row remapping (NotSupported), 6 NVLinks."""
+T4 = Model("Tesla T4", 16 * GIB, 0, frozenset({"nvmlDeviceGetRemappedRows"}))
+"""Turing PCIe card: retires pages, no row remapping and no NVLink (NotSupported)."""
+
+
 @dataclasses.dataclass
 class FakeGpu:
     """State of one simulated device."""
 
     uuid: str
-    name: str = "NVIDIA A100-SXM4-80GB"
-    memory_total: int = 80 * GIB
+    name: str = A100.name
+    memory_total: int = A100.memory_total
     load: Load = Load.IDLE
     phase: float = 0.0
     extra_celsius: float = 0.0
@@ -66,6 +94,20 @@ class FakeGpu:
     uncorrected_ecc: int = 0
     early_xids: list[int] = dataclasses.field(default_factory=list)
     """XIDs the driver logged before anyone listened; delivered when events are registered."""
+    unsupported: frozenset[str] = A100.unsupported
+    """pynvml calls this board answers NotSupported."""
+    nvlinks_active: list[bool] = dataclasses.field(default_factory=lambda: [True] * A100.nvlinks)
+    """One entry per NVLink the board has: whether it is up."""
+    nvlink_counters: dict[tuple[int, int], int] = dataclasses.field(default_factory=dict)
+    """(link, NVML error counter) -> count."""
+    remapped_rows: tuple[int, int, bool, bool] = (0, 0, False, False)
+    """Corrected rows, uncorrected rows, remap pending, remap failure."""
+    retired_pages: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+    """Retirement cause -> page addresses."""
+    retired_pages_pending: bool = False
+    clock_reasons: int = 0
+    """Clock event reasons injected by `throttle`, on top of the idle reason the load gives."""
+    pcie_replays: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +173,8 @@ class FakeNVML:
         self._released = threading.Event()
         self._released.set()
         self._blocked = 0
+        self.missing_functions: set[str] = set()
+        """pynvml calls that answer FunctionNotFound, as with an older driver that lacks them."""
 
     # ----- scenario controls (call from tests or a simulation) --------------------------------------------
 
@@ -162,6 +206,91 @@ class FakeNVML:
         """Every call on the GPU answers NVML error `code` (a driver or hardware fault), until `recover`."""
         with self._lock:
             self.devices[index].failing_with = code
+
+    def set_model(self, index: int, model: Model) -> None:
+        """Make a GPU another kind of board (before the agent discovers it: its name changes too)."""
+        with self._lock:
+            gpu = self.devices[index]
+            gpu.name, gpu.memory_total, gpu.unsupported = model.name, model.memory_total, model.unsupported
+            gpu.nvlinks_active = [True] * model.nvlinks
+
+    def set_row_remap(
+        self,
+        index: int,
+        *,
+        pending: bool | None = None,
+        failure: bool | None = None,
+        corrected: int | None = None,
+        uncorrected: int | None = None,
+    ) -> None:
+        """Set what `nvmlDeviceGetRemappedRows` answers; what is left out stays as it was.
+
+        A memory row went bad: the driver remaps it and sets `pending` until the GPU is reset
+        (`pending=False` is that reset); `failure` when no spare row was left.
+        """
+        with self._lock:
+            gpu = self._supporting(index, "nvmlDeviceGetRemappedRows")
+            old = gpu.remapped_rows
+            gpu.remapped_rows = (
+                old[0] if corrected is None else corrected,
+                old[1] if uncorrected is None else uncorrected,
+                old[2] if pending is None else pending,
+                old[3] if failure is None else failure,
+            )
+
+    def set_retired_pages(
+        self, index: int, *, pending: bool | None = None, double_bit: int | None = None, single_bit: int | None = None
+    ) -> None:
+        """Set page retirement (pre-Ampere): `pending` until the next reboot, and how many pages by cause."""
+        with self._lock:
+            gpu = self._supporting(index, "nvmlDeviceGetRetiredPagesPendingStatus")
+            if pending is not None:
+                gpu.retired_pages_pending = pending
+            for cause, count in (
+                (nvml.PAGE_RETIREMENT_DOUBLE_BIT, double_bit),
+                (nvml.PAGE_RETIREMENT_SINGLE_BIT, single_bit),
+            ):
+                if count is not None:
+                    gpu.retired_pages[cause] = [0x1000 * (cause + 1) + page for page in range(count)]
+
+    def throttle(self, index: int, reasons: int) -> None:
+        """The GPU's clocks are held down for `reasons` (a mask of `nvml.CLOCKS_*`) from now on; 0 lifts it."""
+        with self._lock:
+            self.devices[index].clock_reasons = reasons
+
+    def nvlink_errors(
+        self, index: int, link: int, *, crc_flit: int = 0, crc_data: int = 0, replay: int = 0, recovery: int = 0
+    ) -> None:
+        """Add errors to an NVLink's counters (they only grow, like the hardware's, until a reset)."""
+        with self._lock:
+            gpu = self.devices[index]
+            if not 0 <= link < len(gpu.nvlinks_active):
+                raise ValueError(f"GPU {index} ({gpu.name}) has no NVLink {link}")
+            for name, added in (
+                ("crc_flit", crc_flit),
+                ("crc_data", crc_data),
+                ("replay", replay),
+                ("recovery", recovery),
+            ):
+                key = (link, nvml.NVLINK_COUNTERS[name])
+                gpu.nvlink_counters[key] = gpu.nvlink_counters.get(key, 0) + added
+
+    def set_nvlink_active(self, index: int, link: int, active: bool) -> None:
+        """Bring an NVLink up or down (the agent sees it at its next discovery)."""
+        with self._lock:
+            self.devices[index].nvlinks_active[link] = active
+
+    def pcie_replays(self, index: int, count: int) -> None:
+        """Add `count` PCIe replays (link-level retransmissions) to the GPU's counter."""
+        with self._lock:
+            self.devices[index].pcie_replays += count
+
+    def _supporting(self, index: int, call: str) -> FakeGpu:
+        """The GPU, which must support `call`: a knob for a signal its board lacks is a mistake in the test."""
+        gpu = self.devices[index]
+        if call in gpu.unsupported:
+            raise ValueError(f"GPU {index} ({gpu.name}) does not support {call}")
+        return gpu
 
     def remove(self, index: int) -> FakeGpu:
         """The device is gone from the bus listing (after a reset or hot-unplug); later indexes shift down."""
@@ -283,6 +412,45 @@ class FakeNVML:
             raise nvml.error(nvml.ERROR_NOT_SUPPORTED)
         return gpu.uncorrected_ecc
 
+    def nvmlDeviceGetRemappedRows(self, device: Handle) -> tuple[int, int, int, int]:
+        corrected, uncorrected, pending, failure = self._signal(device, "nvmlDeviceGetRemappedRows").remapped_rows
+        return (corrected, uncorrected, int(pending), int(failure))  # c_uint values, as pynvml returns them
+
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, device: Handle) -> int:
+        gpu = self._signal(device, "nvmlDeviceGetRetiredPagesPendingStatus")
+        return nvml.FEATURE_ENABLED if gpu.retired_pages_pending else nvml.FEATURE_DISABLED
+
+    def nvmlDeviceGetRetiredPages(self, device: Handle, sourceFilter: int) -> list[int]:
+        gpu = self._signal(device, "nvmlDeviceGetRetiredPages")
+        if sourceFilter not in (nvml.PAGE_RETIREMENT_DOUBLE_BIT, nvml.PAGE_RETIREMENT_SINGLE_BIT):
+            raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)
+        return list(gpu.retired_pages.get(sourceFilter, []))
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Handle) -> int:
+        return self._clock_reasons(self._signal(handle, "nvmlDeviceGetCurrentClocksEventReasons"))
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Handle) -> int:
+        return self._clock_reasons(self._signal(handle, "nvmlDeviceGetCurrentClocksThrottleReasons"))
+
+    def nvmlDeviceGetNvLinkState(self, device: Handle, link: int) -> int:
+        gpu = self._signal(device, "nvmlDeviceGetNvLinkState")
+        if not gpu.nvlinks_active:
+            raise nvml.error(nvml.ERROR_NOT_SUPPORTED)  # a PCIe board
+        if not 0 <= link < len(gpu.nvlinks_active):
+            raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)
+        return nvml.FEATURE_ENABLED if gpu.nvlinks_active[link] else nvml.FEATURE_DISABLED
+
+    def nvmlDeviceGetNvLinkErrorCounter(self, device: Handle, link: int, counter: int) -> int:
+        gpu = self._signal(device, "nvmlDeviceGetNvLinkErrorCounter")
+        if not gpu.nvlinks_active:
+            raise nvml.error(nvml.ERROR_NOT_SUPPORTED)
+        if not 0 <= link < len(gpu.nvlinks_active) or not 0 <= counter < pynvml.NVML_NVLINK_ERROR_COUNT:
+            raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)
+        return gpu.nvlink_counters.get((link, counter), 0)
+
+    def nvmlDeviceGetPcieReplayCounter(self, handle: Handle) -> int:
+        return self._signal(handle, "nvmlDeviceGetPcieReplayCounter").pcie_replays
+
     def nvmlEventSetCreate(self) -> EventSet:
         self._check_initialised()
         self._hang_point("nvmlEventSetCreate")
@@ -329,6 +497,22 @@ class FakeNVML:
             if handle.gpu.failing_with is not None:
                 raise nvml.error(handle.gpu.failing_with)
             return handle.gpu
+
+    def _signal(self, handle: Handle, call: str) -> FakeGpu:
+        """The device for a health-signal call, failing as the real one would on this board and driver."""
+        self._check_initialised()
+        if call in self.missing_functions:
+            raise nvml.error(nvml.ERROR_FUNCTION_NOT_FOUND)
+        gpu = self._device(handle, call)
+        if call in gpu.unsupported:
+            raise nvml.error(nvml.ERROR_NOT_SUPPORTED)
+        return gpu
+
+    def _clock_reasons(self, gpu: FakeGpu) -> int:
+        """Injected reasons; else GPU idle while the load has no job (what a real idle board reports)."""
+        if gpu.clock_reasons:
+            return gpu.clock_reasons
+        return nvml.CLOCKS_GPU_IDLE if self._workload(gpu) < 0.05 else 0
 
     def _workload(self, gpu: FakeGpu) -> float:
         """0..1: the job's size, which moves slowly: memory held and (through thermal mass) temperature."""

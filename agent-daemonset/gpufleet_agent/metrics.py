@@ -7,19 +7,25 @@ dashboard built on DCGM exporter maps one to one: `DCGM_FI_DEV_GPU_TEMP` ->
 `DCGM_FI_DEV_POWER_USAGE` -> `gpufleet_gpu_power_watts`. The write counters let operators check
 the agent's promise of few API writes, on their own fleet.
 
+The health signals (row remapping, retired pages, clock reasons, NVLink and PCIe error counters)
+are exported from the latest sample at scrape time (`_Signals`), so a counter is exposed with
+the counter type and the value NVML gives (it is NVML's count since the driver loaded, not one
+the agent keeps), and a GPU that vanished or cannot be read has no stale series left behind.
+
 Each agent has its own registry, so tests can run several agents in one process.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import prometheus_client
 from aiohttp import web
 from prometheus_client import aiohttp as prometheus_aiohttp
+from prometheus_client import metrics_core, registry
 
-from gpufleet_agent import sampling
+from gpufleet_agent import nvml, sampling
 
 GPU_LABELS = ("host", "gpu", "uuid", "model")
 
@@ -76,10 +82,13 @@ class Metrics:
         )
         self._gauges = (self.temperature, self.utilization, self.memory_used, self.memory_total, self.power)
         self._labels: set[tuple[str, str, str, str]] = set()
+        self._signals = _Signals()
+        self.registry.register(self._signals)
 
     def observe(self, host_name: str, samples: list[sampling.Sample]) -> None:
         """Set every GPU's gauges; drop the series of GPUs that are gone."""
         self.samples.inc()
+        self._signals.latest = (host_name, list(samples))
         seen = set()
         for sample in samples:
             labels = (host_name, str(sample.device.index), sample.device.uuid, sample.device.model_name)
@@ -107,6 +116,89 @@ class Metrics:
         for metric in metrics:
             with contextlib.suppress(KeyError):
                 metric.remove(*labels)
+
+
+class _Signals(registry.Collector):
+    """The health signals of the latest sample, as Prometheus families, built when scraped.
+
+    DCGM exporter equivalents: `DCGM_FI_DEV_ROW_REMAP_PENDING` / `_ROW_REMAP_FAILURE` /
+    `_CORRECTABLE_REMAPPED_ROWS` / `_UNCORRECTABLE_REMAPPED_ROWS`, `DCGM_FI_DEV_RETIRED_PENDING` /
+    `_RETIRED_DBE` / `_RETIRED_SBE`, `DCGM_FI_DEV_CLOCK_THROTTLE_REASONS` (a mask; here one series
+    per reason), `DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_L<n>` and friends, `DCGM_FI_DEV_PCIE_REPLAY_COUNTER`.
+    """
+
+    def __init__(self) -> None:
+        self.latest: tuple[str, list[sampling.Sample]] = ("", [])
+        """Replaced whole by `observe` (on the event loop); a scrape reads whichever list is there."""
+
+    def collect(self) -> Iterator[metrics_core.Metric]:
+        host_name, samples = self.latest
+        gauge, counter = metrics_core.GaugeMetricFamily, metrics_core.CounterMetricFamily
+        pending = gauge(
+            "gpufleet_gpu_row_remap_pending", "1 while a memory row remap waits for a GPU reset", labels=GPU_LABELS
+        )
+        failure = gauge(
+            "gpufleet_gpu_row_remap_failure",
+            "1 when a row remap found no spare row (replace the GPU)",
+            labels=GPU_LABELS,
+        )
+        rows = gauge(
+            "gpufleet_gpu_remapped_rows",
+            "Memory rows remapped, by cause: correctable, uncorrectable (Ampere and later)",
+            labels=(*GPU_LABELS, "cause"),
+        )
+        pages_pending = gauge(
+            "gpufleet_gpu_retired_pages_pending",
+            "1 while retired pages wait for a reboot (before Ampere)",
+            labels=GPU_LABELS,
+        )
+        pages = gauge(
+            "gpufleet_gpu_retired_pages",
+            "Memory pages retired, by cause: double_bit_ecc, multiple_single_bit_ecc (before Ampere)",
+            labels=(*GPU_LABELS, "cause"),
+        )
+        clocks = gauge(
+            "gpufleet_gpu_throttle_reasons",
+            "1 for each reason the clocks are held below their maximum now (NVML clock event reasons)",
+            labels=(*GPU_LABELS, "reason"),
+        )
+        nvlink = counter(
+            "gpufleet_gpu_nvlink_errors",
+            "NVLink errors per active link since the driver loaded, by counter: crc_flit, crc_data, replay, recovery",
+            labels=(*GPU_LABELS, "link", "counter"),
+        )
+        pcie = counter(
+            "gpufleet_gpu_pcie_replays",
+            "PCIe replays (link retransmissions) since the driver loaded",
+            labels=GPU_LABELS,
+        )
+        for sample in samples:
+            readings = sample.readings
+            if readings is None:
+                continue
+            labels = [host_name, str(sample.device.index), sample.device.uuid, sample.device.model_name]
+            if readings.remapped_rows is not None:
+                remapped = readings.remapped_rows
+                pending.add_metric(labels, float(remapped.pending))
+                failure.add_metric(labels, float(remapped.failure))
+                rows.add_metric([*labels, "correctable"], remapped.corrected)
+                rows.add_metric([*labels, "uncorrectable"], remapped.uncorrected)
+            if readings.retired_pages_pending is not None:
+                pages_pending.add_metric(labels, float(readings.retired_pages_pending))
+            for cause, count in (
+                ("double_bit_ecc", readings.retired_pages_double_bit),
+                ("multiple_single_bit_ecc", readings.retired_pages_single_bit),
+            ):
+                if count is not None:
+                    pages.add_metric([*labels, cause], count)
+            if readings.clock_reasons is not None:
+                for reason, bit in nvml.CLOCK_REASONS.items():
+                    clocks.add_metric([*labels, reason], float(bool(readings.clock_reasons & bit)))
+            for (link, name), count in sorted(readings.nvlink_errors.items()):
+                nvlink.add_metric([*labels, str(link), name], count)
+            if readings.pcie_replays is not None:
+                pcie.add_metric(labels, readings.pcie_replays)
+        yield from (pending, failure, rows, pages_pending, pages, clocks, nvlink, pcie)
 
 
 def _ratio(percent: float | None) -> float | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import pynvml
@@ -37,6 +37,59 @@ EVENT_DOUBLE_BIT_ECC = pynvml.nvmlEventTypeDoubleBitEccError
 TEMPERATURE_GPU = pynvml.NVML_TEMPERATURE_GPU
 MEMORY_ERROR_UNCORRECTED = pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
 VOLATILE_ECC = pynvml.NVML_VOLATILE_ECC
+FEATURE_ENABLED: int = pynvml.NVML_FEATURE_ENABLED
+FEATURE_DISABLED: int = pynvml.NVML_FEATURE_DISABLED
+ERROR_NO_PERMISSION = pynvml.NVML_ERROR_NO_PERMISSION
+ERROR_FUNCTION_NOT_FOUND = pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
+
+PAGE_RETIREMENT_DOUBLE_BIT = pynvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR
+PAGE_RETIREMENT_SINGLE_BIT = pynvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS
+
+NVLINK_MAX_LINKS: int = pynvml.NVML_NVLINK_MAX_LINKS
+#: The NVLink error counters read per active link, by the name metrics and messages use. DCGM's
+#: NVLink health watch looks at these four (the ECC lane counters are per-lane detail of CRC data).
+NVLINK_COUNTERS: dict[str, int] = {
+    "crc_flit": pynvml.NVML_NVLINK_ERROR_DL_CRC_FLIT,
+    "crc_data": pynvml.NVML_NVLINK_ERROR_DL_CRC_DATA,
+    "replay": pynvml.NVML_NVLINK_ERROR_DL_REPLAY,
+    "recovery": pynvml.NVML_NVLINK_ERROR_DL_RECOVERY,
+}
+
+# Clock event ("throttle") reasons, a bit mask. The `nvmlClocksThrottleReason*` names are the ones
+# every supported pynvml has; newer ones call them `nvmlClocksEventReason*`, with the same values.
+CLOCKS_GPU_IDLE = pynvml.nvmlClocksThrottleReasonGpuIdle
+CLOCKS_APPLICATIONS_SETTING = pynvml.nvmlClocksThrottleReasonApplicationsClocksSetting
+CLOCKS_SW_POWER_CAP = pynvml.nvmlClocksThrottleReasonSwPowerCap
+CLOCKS_HW_SLOWDOWN = pynvml.nvmlClocksThrottleReasonHwSlowdown
+CLOCKS_SYNC_BOOST = pynvml.nvmlClocksThrottleReasonSyncBoost
+CLOCKS_SW_THERMAL = pynvml.nvmlClocksThrottleReasonSwThermalSlowdown
+CLOCKS_HW_THERMAL = pynvml.nvmlClocksThrottleReasonHwThermalSlowdown
+CLOCKS_HW_POWER_BRAKE = pynvml.nvmlClocksThrottleReasonHwPowerBrakeSlowdown
+CLOCKS_DISPLAY_SETTING = pynvml.nvmlClocksThrottleReasonDisplayClockSetting
+#: Every reason by the name the `gpufleet_gpu_throttle_reasons{reason}` metric uses.
+CLOCK_REASONS: dict[str, int] = {
+    "gpu_idle": CLOCKS_GPU_IDLE,
+    "applications_clocks_setting": CLOCKS_APPLICATIONS_SETTING,
+    "sw_power_cap": CLOCKS_SW_POWER_CAP,
+    "hw_slowdown": CLOCKS_HW_SLOWDOWN,
+    "sync_boost": CLOCKS_SYNC_BOOST,
+    "sw_thermal_slowdown": CLOCKS_SW_THERMAL,
+    "hw_thermal_slowdown": CLOCKS_HW_THERMAL,
+    "hw_power_brake_slowdown": CLOCKS_HW_POWER_BRAKE,
+    "display_clock_setting": CLOCKS_DISPLAY_SETTING,
+}
+
+#: What a health signal's call may answer on a device or driver without the feature: the signal is
+#: absent (None), the GPU is not unhealthy for it. NotSupported: the board lacks it (row remapping
+#: before Ampere, page retirement from Ampere on, NVLink on PCIe cards); FunctionNotFound: the
+#: driver's libnvidia-ml predates the call; NoPermission: the container may not ask; InvalidArgument:
+#: a link index past the device's links.
+_ABSENT = (
+    pynvml.NVMLError_NotSupported,
+    pynvml.NVMLError_FunctionNotFound,
+    pynvml.NVMLError_NoPermission,
+    pynvml.NVMLError_InvalidArgument,
+)
 
 
 def error(code: int) -> pynvml.NVMLError:
@@ -59,6 +112,14 @@ class Library(Protocol):
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any: ...
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int: ...
     def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: int, counter_type: int) -> int: ...
+    def nvmlDeviceGetRemappedRows(self, device: Any) -> tuple[int, int, int, int]: ...
+    def nvmlDeviceGetRetiredPagesPendingStatus(self, device: Any) -> int: ...
+    def nvmlDeviceGetRetiredPages(self, device: Any, sourceFilter: int) -> list[int]: ...
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int: ...
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any) -> int: ...
+    def nvmlDeviceGetNvLinkState(self, device: Any, link: int) -> int: ...
+    def nvmlDeviceGetNvLinkErrorCounter(self, device: Any, link: int, counter: int) -> int: ...
+    def nvmlDeviceGetPcieReplayCounter(self, handle: Any) -> int: ...
     def nvmlEventSetCreate(self) -> Any: ...
     def nvmlDeviceRegisterEvents(self, handle: Any, event_types: int, event_set: Any) -> None: ...
     def nvmlEventSetWait(self, event_set: Any, timeout_ms: int) -> Any: ...
@@ -82,8 +143,25 @@ class Device:
 
 
 @dataclasses.dataclass(frozen=True)
+class RemappedRows:
+    """What `nvmlDeviceGetRemappedRows` answers (Ampere and later; earlier GPUs retire pages instead).
+
+    A row remap replaces a bad DRAM row with a spare one; it takes effect at the next GPU reset,
+    and until then `pending` is set. `failure` means a remap was needed and no spare row was left:
+    the memory can no longer heal itself.
+    """
+
+    corrected: int
+    """Rows remapped for correctable errors."""
+    uncorrected: int
+    """Rows remapped for uncorrectable errors."""
+    pending: bool
+    failure: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class Readings:
-    """One sample of a GPU's gauges; a gauge the device does not support is None."""
+    """One sample of a GPU's gauges and health signals; one the device does not support is None (or empty)."""
 
     temperature_celsius: float | None
     utilization_percent: float | None
@@ -91,6 +169,19 @@ class Readings:
     memory_total: int | None
     power_watts: float | None
     uncorrected_ecc_errors: int | None
+    remapped_rows: RemappedRows | None = None
+    retired_pages_pending: bool | None = None
+    """Pages retired (pre-Ampere) whose retirement takes effect at the next reboot / driver reload."""
+    retired_pages_double_bit: int | None = None
+    """Pages retired for a double-bit ECC error, ever (`nvmlDeviceGetRetiredPages`)."""
+    retired_pages_single_bit: int | None = None
+    """Pages retired for repeated single-bit ECC errors, ever."""
+    clock_reasons: int | None = None
+    """Why the clocks are below their maximum now: a bit mask of `CLOCKS_*` (NVML's clock event reasons)."""
+    nvlink_errors: Mapping[tuple[int, str], int] = dataclasses.field(default_factory=dict)
+    """NVLink error counters of the active links: (link, counter name from `NVLINK_COUNTERS`) -> count."""
+    pcie_replays: int | None = None
+    """PCIe replays (link-level retransmissions) since the driver loaded."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +202,12 @@ class Nvml:
         self._devices: dict[int, Device] = {}
         self._registered: set[str] = set()
         self._event_set: Any = None
+        self._nvlinks: dict[int, tuple[int, ...]] = {}
+        """Per device index, the NVLinks that were active at discovery (empty: none, or no NVLink)."""
+        self._reported: set[tuple[str, int]] = set()
+        """(call, error code) pairs of unexpected signal errors already logged, so that each is logged once."""
+        self._old_clock_reasons = False
+        """The driver lacks `nvmlDeviceGetCurrentClocksEventReasons`: use the deprecated name."""
 
     def start(self) -> str:
         """Load and initialise NVML; returns the driver version. Raises `NVMLError` (e.g. LibraryNotFound)."""
@@ -154,6 +251,7 @@ class Nvml:
                 devices[index] = self._devices.get(index) or Device(index, uuid="", model_name="", memory_total=0)
         self._handles = handles
         self._devices = devices
+        self._nvlinks = {index: self._active_links(index) for index in devices}
         self._register_events([d for d in devices.values() if d.uuid and d.uuid not in self._registered])
         return list(devices.values())
 
@@ -175,12 +273,45 @@ class Nvml:
                 self._registered.add(device.uuid)
                 break
 
+    def _active_links(self, index: int) -> tuple[int, ...]:
+        """The device's active NVLinks, probed once per discovery rather than at every sample.
+
+        Up to `NVLINK_MAX_LINKS` (36) state calls per GPU: worth it once a minute, not every 5 s.
+        A PCIe board answers NotSupported at link 0; a link index past the board's links answers
+        InvalidArgument or NotSupported; an inactive link (no peer cabled, or down) answers 0.
+        A link that goes down between discoveries keeps being read; its counters just stop moving.
+        """
+        handle = self._handles.get(index)
+        if handle is None:
+            return ()
+        links: list[int] = []
+        try:
+            for link in range(NVLINK_MAX_LINKS):
+                state = self._signal(
+                    "nvmlDeviceGetNvLinkState",
+                    lambda: self._library.nvmlDeviceGetNvLinkState(handle, link),  # noqa: B023 - called at once
+                )
+                if state is None:
+                    if link == 0:
+                        return ()  # no NVLink on this board (or not visible): no need to try the others
+                    continue
+                if state == FEATURE_ENABLED:
+                    links.append(link)
+        except pynvml.NVMLError:  # lost meanwhile: its reads say so; links are probed again at the next discovery
+            return ()
+        return tuple(links)
+
     def read(self, index: int) -> Readings:
-        """Sample a device's gauges. Raises `NVMLError` when the device cannot be read at all."""
+        """Sample a device's gauges and health signals. Raises `NVMLError` when the device cannot be read at all."""
         handle = self._handles.get(index)
         if handle is None:
             raise error(ERROR_GPU_IS_LOST)
         memory = self._library.nvmlDeviceGetMemoryInfo(handle)  # the call that fails first on a lost GPU
+        rows = self._signal("nvmlDeviceGetRemappedRows", lambda: self._library.nvmlDeviceGetRemappedRows(handle))
+        pending_pages = self._signal(
+            "nvmlDeviceGetRetiredPagesPendingStatus",
+            lambda: self._library.nvmlDeviceGetRetiredPagesPendingStatus(handle),
+        )
         return Readings(
             temperature_celsius=self._optional(
                 lambda: float(self._library.nvmlDeviceGetTemperature(handle, TEMPERATURE_GPU))
@@ -192,7 +323,78 @@ class Nvml:
             uncorrected_ecc_errors=self._optional(
                 lambda: int(self._library.nvmlDeviceGetTotalEccErrors(handle, MEMORY_ERROR_UNCORRECTED, VOLATILE_ECC))
             ),
+            remapped_rows=None
+            if rows is None
+            else RemappedRows(int(rows[0]), int(rows[1]), bool(rows[2]), bool(rows[3])),
+            retired_pages_pending=None if pending_pages is None else pending_pages == FEATURE_ENABLED,
+            retired_pages_double_bit=self._retired_pages(handle, PAGE_RETIREMENT_DOUBLE_BIT),
+            retired_pages_single_bit=self._retired_pages(handle, PAGE_RETIREMENT_SINGLE_BIT),
+            clock_reasons=self._clock_reasons(handle),
+            nvlink_errors=self._nvlink_errors(index, handle),
+            pcie_replays=self._signal(
+                "nvmlDeviceGetPcieReplayCounter", lambda: int(self._library.nvmlDeviceGetPcieReplayCounter(handle))
+            ),
         )
+
+    def _retired_pages(self, handle: Any, cause: int) -> int | None:
+        pages = self._signal(
+            "nvmlDeviceGetRetiredPages", lambda: self._library.nvmlDeviceGetRetiredPages(handle, cause)
+        )
+        return None if pages is None else len(pages)
+
+    def _clock_reasons(self, handle: Any) -> int | None:
+        """The clock event reasons, by the call's current name, or its deprecated one on an older driver.
+
+        NVML renamed "throttle reasons" to "clock event reasons" (driver 535) and will drop the old
+        name; an older libnvidia-ml lacks the new one (FunctionNotFound), an older pynvml too.
+        """
+        current = getattr(self._library, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        if current is not None and not self._old_clock_reasons:
+            try:
+                return int(current(handle))
+            except pynvml.NVMLError_FunctionNotFound:
+                self._old_clock_reasons = True  # the driver will not grow the call: ask by the old name from now on
+            except pynvml.NVMLError as failure:
+                self._absent("nvmlDeviceGetCurrentClocksEventReasons", failure)
+                return None
+        return self._signal(
+            "nvmlDeviceGetCurrentClocksThrottleReasons",
+            lambda: int(self._library.nvmlDeviceGetCurrentClocksThrottleReasons(handle)),
+        )
+
+    def _nvlink_errors(self, index: int, handle: Any) -> dict[tuple[int, str], int]:
+        counters: dict[tuple[int, str], int] = {}
+        for link in self._nvlinks.get(index, ()):
+            for name, counter in NVLINK_COUNTERS.items():
+                value = self._signal(
+                    "nvmlDeviceGetNvLinkErrorCounter",
+                    lambda: int(self._library.nvmlDeviceGetNvLinkErrorCounter(handle, link, counter)),  # noqa: B023
+                )
+                if value is not None:
+                    counters[link, name] = value
+        return counters
+
+    def _signal(self, call: str, read: Callable[[], _T]) -> _T | None:
+        """A health signal's reading, or None where the device or driver does not have it.
+
+        Unlike a gauge, a signal the GPU cannot give must never make it unhealthy by itself: the
+        feature-missing answers (`_ABSENT`) are None. A lost GPU still raises, like every read of
+        it. Any other error (a driver quirk in one optional call) is None too, logged once per
+        call and code: the gauges' reads already report a device NVML cannot read.
+        """
+        try:
+            return read()
+        except pynvml.NVMLError as failure:
+            self._absent(call, failure)
+            return None
+
+    def _absent(self, call: str, failure: pynvml.NVMLError) -> None:
+        """Take a signal's failed call as the signal absent: unless the GPU is lost (raised again)."""
+        if isinstance(failure, pynvml.NVMLError_GpuIsLost):
+            raise failure
+        if not isinstance(failure, _ABSENT) and (call, failure.value) not in self._reported:
+            self._reported.add((call, failure.value))
+            logger.warning("NVML %s failed (%s); that health signal is left out", call, failure)
 
     @staticmethod
     def _optional(read: Callable[[], _T]) -> _T | None:

@@ -37,6 +37,7 @@ class Sampler:
     def discover(self) -> list[nvml.Device]:
         """Re-read the device list (GPUs appear and disappear on resets and hot-plug)."""
         self.devices = self._nvml.discover()
+        self._tracker.keep_only({device.uuid for device in self.devices})
         return self.devices
 
     def sample(self, now: float) -> list[Sample]:
@@ -51,7 +52,7 @@ class Sampler:
             except nvml.NVMLError as error:
                 samples.append(Sample(device, None, self._tracker.verdict(device.uuid, now, error)))
                 continue
-            self._tracker.record_ecc_count(device.uuid, readings.uncorrected_ecc_errors, now)
+            self._tracker.record_readings(device.uuid, readings, now)
             samples.append(Sample(device, readings, self._tracker.verdict(device.uuid, now)))
         return samples
 

@@ -86,6 +86,22 @@ class AgentSettings(pydantic_settings.BaseSettings):
     """A GPU stays unhealthy this long after its last critical XID or double-bit ECC error, then recovers."""
     ignored_xids: list[Annotated[int, pydantic.Field(ge=0)]] = pydantic.Field(default_factory=list)
     """XIDs to treat as application errors on top of 13, 31, 43, 45, 68 and 109 (JSON list, e.g. `[94]`)."""
+    slowdown_sustained_seconds: NonNegativeFloat = 60.0
+    """A thermal or hardware clock slowdown makes a GPU unhealthy once seen on every sample for this long
+    (one sample of it is normal: a P-state change, a power spike); 0: at the first sample."""
+    slowdown_hold_seconds: NonNegativeFloat = 300.0
+    """A GPU stays unhealthy this long after its thermal or hardware slowdown ended, so that a GPU that
+    cooled down idle is not handed a job that heats it up again at once."""
+    nvlink_crc_errors_per_second: NonNegativeFloat = 100.0
+    """NVLink CRC (FLIT, data) or replay errors per second on one link, averaged over the last minute,
+    above which a GPU is unhealthy (DCGM's limit: CRC errors matter from 100 a second)."""
+    nvlink_recovery_errors_per_minute: NonNegativeFloat = 0.0
+    """NVLink recovery errors (the link went down and retrained) on one link in the last minute above
+    which a GPU is unhealthy (0, as DCGM: any)."""
+    pcie_replays_per_minute: NonNegativeFloat = 8.0
+    """PCIe replays in the last minute above which a GPU is unhealthy (DCGM's limit: 8 a minute)."""
+    link_error_hold_seconds: NonNegativeFloat = 300.0
+    """A GPU stays unhealthy this long after the last minute its NVLink or PCIe errors were over their limit."""
     backoff_initial_seconds: PositiveSeconds = 0.5
     """First retry delay after an API error; doubles per failure, with jitter."""
     backoff_max_seconds: PositiveSeconds = 30.0

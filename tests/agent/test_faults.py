@@ -152,6 +152,8 @@ async def _gpus_written(reader: Reader, host_name: str, count: int) -> bool:
 
 
 async def test_a_taken_metrics_port_stops_the_command_with_a_message(kube: Any, node_name: str) -> None:
+    """A real agent (not a simulated one, which takes a free port) needs its port: its probes are there.
+    Without NVML on this machine it runs with no GPUs, which is enough to reach the port."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -168,8 +170,6 @@ async def test_a_taken_metrics_port_stops_the_command_with_a_message(kube: Any, 
             "-m",
             "gpufleet",
             "agent",
-            "--simulate",
-            "1",
             env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,

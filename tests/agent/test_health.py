@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gpufleet_agent import health, nvml
+from gpufleet_agent.settings import AgentSettings
 
 UUID = "GPU-1"
 
@@ -76,3 +77,36 @@ def test_other_nvml_errors_are_reported_with_their_code() -> None:
 def test_extra_ignored_xids_can_be_configured() -> None:
     tracker = health.Tracker(60, ignored_xids=health.APPLICATION_XIDS | {94})
     assert not tracker.record_event(xid(94), now=0)
+
+
+def readings(**signals: object) -> nvml.Readings:
+    """A healthy sample's gauges with these health signals."""
+    return nvml.Readings(40.0, 10.0, 1, 2, 100.0, 0, **signals)  # type: ignore[arg-type]
+
+
+def test_health_signals_from_readings_name_their_reason() -> None:
+    tracker = health.Tracker(60)
+    tracker.record_readings(UUID, readings(remapped_rows=nvml.RemappedRows(0, 1, True, False)), now=0)
+    assert tracker.verdict(UUID, now=0).reason == health.ROW_REMAP_PENDING_REASON
+    tracker.record_readings(UUID, readings(retired_pages_pending=True), now=5)
+    assert tracker.verdict(UUID, now=5).reason == health.RETIRED_PAGES_PENDING_REASON
+    tracker.record_readings(UUID, readings(), now=10)  # no signal at all (a board without them): healthy
+    assert tracker.verdict(UUID, now=10) == health.HEALTHY
+
+
+def test_a_gone_gpu_is_forgotten_so_its_old_faults_do_not_follow_a_new_one() -> None:
+    tracker = health.Tracker(60, rules=health.Rules(slowdown_sustained_seconds=0))
+    tracker.record_readings(UUID, readings(clock_reasons=nvml.CLOCKS_HW_SLOWDOWN), now=0)
+    tracker.record_event(xid(79), now=0)
+    assert tracker.verdict(UUID, now=1).reason == health.XID_REASON  # an XID outranks a slowdown
+    tracker.keep_only({"GPU-2"})
+    assert tracker.verdict(UUID, now=1) == health.HEALTHY
+
+
+def test_the_tracker_of_an_agent_uses_its_settings() -> None:
+    settings = AgentSettings(node_name="n1", ignored_xids=[94], pcie_replays_per_minute=1000)
+    tracker = health.Tracker.of(settings)
+    assert not tracker.record_event(xid(94), now=0)
+    tracker.record_readings(UUID, readings(pcie_replays=0), now=0)
+    tracker.record_readings(UUID, readings(pcie_replays=500), now=5)
+    assert tracker.verdict(UUID, now=5).healthy

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pynvml
 import pytest
 
@@ -147,3 +150,67 @@ def test_a_gpu_failing_with_another_nvml_error_is_kept_and_reported_with_the_cod
     samples = sampler.sample(now=0)
     assert (samples[0].verdict.reason, samples[1].verdict.healthy) == (health.NVML_ERROR_REASON, True)
     assert str(pynvml.NVML_ERROR_UNKNOWN) in samples[0].verdict.message
+
+
+def test_health_signal_calls_answer_in_pynvmls_shapes() -> None:
+    fake = fakenvml.FakeNVML(1)
+    fake.nvmlInit()
+    handle = fake.nvmlDeviceGetHandleByIndex(0)
+    fake.set_row_remap(0, pending=True, corrected=2)
+    assert fake.nvmlDeviceGetRemappedRows(handle) == (2, 0, 1, 0)  # c_uint values: (corr, unc, pending, failure)
+    assert fake.nvmlDeviceGetNvLinkState(handle, 0) == pynvml.NVML_FEATURE_ENABLED
+    fake.nvlink_errors(0, 0, crc_flit=3)
+    assert fake.nvmlDeviceGetNvLinkErrorCounter(handle, 0, pynvml.NVML_NVLINK_ERROR_DL_CRC_FLIT) == 3
+    assert fake.nvmlDeviceGetPcieReplayCounter(handle) == 0
+    fake.throttle(0, pynvml.nvmlClocksThrottleReasonHwSlowdown)
+    assert fake.nvmlDeviceGetCurrentClocksEventReasons(handle) == pynvml.nvmlClocksThrottleReasonHwSlowdown
+    assert fake.nvmlDeviceGetCurrentClocksThrottleReasons(handle) == pynvml.nvmlClocksThrottleReasonHwSlowdown
+    with pytest.raises(pynvml.NVMLError_InvalidArgument):  # past the A100's 12 links
+        fake.nvmlDeviceGetNvLinkState(handle, 12)
+    with pytest.raises(pynvml.NVMLError_NotSupported):  # Ampere remaps rows instead of retiring pages
+        fake.nvmlDeviceGetRetiredPagesPendingStatus(handle)
+
+
+def test_boards_without_a_feature_answer_not_supported_like_the_real_ones() -> None:
+    fake = fakenvml.FakeNVML(2)
+    fake.set_model(0, fakenvml.V100)
+    fake.set_model(1, fakenvml.T4)
+    fake.nvmlInit()
+    volta, turing = fake.nvmlDeviceGetHandleByIndex(0), fake.nvmlDeviceGetHandleByIndex(1)
+    with pytest.raises(pynvml.NVMLError_NotSupported):
+        fake.nvmlDeviceGetRemappedRows(volta)
+    fake.set_retired_pages(0, pending=True, double_bit=2)
+    assert fake.nvmlDeviceGetRetiredPagesPendingStatus(volta) == pynvml.NVML_FEATURE_ENABLED
+    pages = fake.nvmlDeviceGetRetiredPages(volta, pynvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR)
+    assert len(pages) == 2 and all(isinstance(page, int) for page in pages)  # addresses, as pynvml lists them
+    with pytest.raises(pynvml.NVMLError_NotSupported):  # a PCIe card: no NVLink at all
+        fake.nvmlDeviceGetNvLinkState(turing, 0)
+    fake.missing_functions.add("nvmlDeviceGetCurrentClocksEventReasons")
+    with pytest.raises(pynvml.NVMLError_FunctionNotFound):  # an older driver's libnvidia-ml
+        fake.nvmlDeviceGetCurrentClocksEventReasons(volta)
+
+
+def test_a_lost_gpu_answers_gpu_is_lost_to_signal_calls_too() -> None:
+    fake = fakenvml.FakeNVML(1)
+    fake.nvmlInit()
+    handle = fake.nvmlDeviceGetHandleByIndex(0)
+    fake.lose(0)
+    with pytest.raises(pynvml.NVMLError_GpuIsLost):
+        fake.nvmlDeviceGetRemappedRows(handle)
+
+
+def test_a_signal_call_that_hangs_holds_the_sampling_pass_until_released() -> None:
+    fake = fakenvml.scenario("one")
+    sampler = sampling.Sampler(started(fake), health.Tracker(hold_seconds=10))
+    sampler.discover()
+    fake.hang("nvmlDeviceGetNvLinkErrorCounter", 0)
+    result: list[list[sampling.Sample]] = []
+    thread = threading.Thread(target=lambda: result.append(sampler.sample(now=0)))
+    thread.start()
+    deadline = time.monotonic() + 5
+    while fake.blocked_calls == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert fake.blocked_calls == 1 and not result  # the watchdog's deadline is what reports it
+    fake.release()
+    thread.join(timeout=5)
+    assert result and result[0][0].verdict.healthy
