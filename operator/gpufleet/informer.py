@@ -77,6 +77,16 @@ def resource_version(obj: Obj) -> int | None:
         return None
 
 
+def drop_managed_fields(obj: Obj) -> Obj:
+    """The object without `metadata.managedFields`: server-side apply's bookkeeping, which no
+    reader here needs and which can double an object's size in memory (client-go's informers
+    are commonly given the same transform)."""
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict) or "managedFields" not in metadata:
+        return obj
+    return {**obj, "metadata": {key: value for key, value in metadata.items() if key != "managedFields"}}
+
+
 def _name(obj: Obj) -> str:
     metadata = obj["metadata"]
     name: str = metadata["name"]

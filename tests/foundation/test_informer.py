@@ -179,3 +179,10 @@ class TestStore:
         assert [(new["metadata"]["name"], old) for new, old in changed] == [("c", None)]
         assert [obj["metadata"]["name"] for obj in removed] == ["b"]
         assert [obj["metadata"]["name"] for obj in store.by("colour", "red")] == ["a"]
+
+
+def test_a_store_can_drop_managed_fields_that_no_reader_needs() -> None:
+    store = informer.Store(transform=informer.drop_managed_fields)
+    body = {"metadata": {"name": "a", "resourceVersion": "1", "managedFields": [{"manager": "kubectl"}]}, "spec": {}}
+    assert store.apply(body) == {"metadata": {"name": "a", "resourceVersion": "1"}, "spec": {}}
+    assert "managedFields" in body["metadata"]  # the object given is not changed

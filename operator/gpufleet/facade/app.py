@@ -54,8 +54,8 @@ def _services(settings: Settings) -> routes.Services:
         namespace=settings.namespace,
         lease_namespace=settings.host_lease_namespace,
     )
-    hosts = informer.Store(indexers=routes.host_indexers())
-    gpus = informer.Store(indexers=routes.gpu_indexers())
+    hosts = informer.Store(transform=informer.drop_managed_fields, indexers=routes.host_indexers())
+    gpus = informer.Store(transform=informer.drop_managed_fields, indexers=routes.gpu_indexers())
     leases = informer.Store(transform=heartbeats.compact_lease)
     timeout = settings.api_timeout_seconds
     informers = [
