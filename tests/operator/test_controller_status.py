@@ -125,14 +125,14 @@ def test_rollup_counts_a_gpu_only_for_a_host_on_the_node_it_names() -> None:
     assert counts.counts("host-1", "node-c") == (1, 1)
 
 
-def test_rollup_keeps_only_host_node_and_state_of_a_gpu() -> None:
+def test_rollup_keeps_only_host_node_state_and_held_state_of_a_gpu() -> None:
     counts = rollup.Rollup()
     body = {
         "metadata": {"name": "g", "resourceVersion": "7", "labels": {meta.HOST_LABEL: "a"}, "annotations": {"x": "y"}},
         "spec": {"uuid": "GPU-1", "model": "H100"},
         "status": {"state": "free", "temperature": 70},
     }
-    kept = {"metadata": {"name": "g", "resourceVersion": "7"}, "host": "a", "node": "", "state": "free"}
+    kept = {"metadata": {"name": "g", "resourceVersion": "7"}, "host": "a", "node": "", "state": "free", "held": ""}
     assert counts.store.apply(body) == kept
 
 
