@@ -6,7 +6,8 @@ Kubernetes Node costs about 372 writes an hour (a Lease renewal every 10 s, Node
 5 min); a host of 8 GPUs should not cost much more. So the agent writes a GPU's status only
 when a reader would care, in three tiers:
 
-- **state** (health, its reason, `state`, the holder, a gauge appearing or vanishing): at once,
+- **state** (health, its reason, `state`, the holder, a gauge appearing or vanishing, the MIG
+  mode or instances as the last discovery read them): at once,
   at the first sample that shows it, never rate limited: whoever allocates GPUs acts on these;
 - **gauges** (temperature, utilisation, memory used, power): when one moved at least its
   (coarse) threshold from the value last written. A jump of twice the threshold is written at
@@ -36,6 +37,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from gpufleet_agent.nvml import Mig
     from gpufleet_agent.settings import AgentSettings
 
 JUMP = 2.0
@@ -57,7 +59,7 @@ class Why(enum.StrEnum):
     FIRST = "first"
     """Nothing written yet since the agent started (or since the object was recreated)."""
     STATE = "state"
-    """Health, its reason, state or holder changed, or a gauge appeared or vanished."""
+    """Health, its reason, state or holder changed, a gauge appeared or vanished, or MIG was reconfigured."""
     RESYNC = "resync"
     """`resync_seconds` passed without a write."""
     JUMP = "jump"
@@ -117,6 +119,8 @@ class Observed:
     memory_used: int | None
     memory_total: int
     power_watts: float | None
+    mig: Mig | None = None
+    """MIG mode (current and pending) and devices; a reconfiguration is a state change."""
 
     def gauge(self, name: str) -> float | None:
         value: float | int | None = getattr(self, name)
@@ -142,12 +146,17 @@ def moves(written: Observed, current: Observed, thresholds: Thresholds) -> Moves
 
 
 def state_changed(written: Observed, current: Observed) -> bool:
-    """Whether something a scheduler acts on changed: health, reason, state, holder, or a gauge (dis)appeared."""
-    if (written.state, written.healthy, written.reason, written.allocated_to) != (
+    """Whether something a scheduler acts on changed: health, reason, state, holder, MIG, or a gauge (dis)appeared.
+
+    MIG counts whole: a mode switch (or a pending one), an instance created or destroyed; `None`
+    (no MIG, or nothing known while NVML hangs) against a value counts too.
+    """
+    if (written.state, written.healthy, written.reason, written.allocated_to, written.mig) != (
         current.state,
         current.healthy,
         current.reason,
         current.allocated_to,
+        current.mig,
     ):
         return True
     return any((written.gauge(g) is None) != (current.gauge(g) is None) for g in GAUGES)

@@ -13,8 +13,17 @@ The health signals DCGM watches have knobs too: `set_row_remap(0, pending=True)`
 `set_retired_pages(0, pending=True)`, `throttle(0, nvml.CLOCKS_HW_THERMAL)`,
 `nvlink_errors(0, link=2, crc_flit=500)`, `pcie_replays(0, 20)`. Each GPU is a `Model` (A100 by
 default) that answers NotSupported where the real board does: no row remapping before Ampere,
-no page retirement from Ampere on, no NVLink on a PCIe card. `missing_functions` makes calls
+no page retirement from Ampere on, no NVLink on a PCIe card, no MIG before Ampere. `missing_functions` makes calls
 answer FunctionNotFound, as an older driver's libnvidia-ml does for calls it lacks.
+
+MIG (Ampere and Hopper boards) as the driver does it: `set_mig_mode(0, True)` sets the pending
+mode, which `reset(0)` (a GPU reset or reboot) puts in effect; then `create_mig(0, "1g.10gb")`
+and `destroy_mig(0, gpu_instance_id)` make and remove instances (`nvidia-smi mig -cgi ... -C`,
+`-dci`/`-dgi`). MIG devices are read through the real calls and shapes (`nvmlDeviceGetMigMode`
+answers `[current, pending]`, an empty MIG slot NotFound, profile info a `.name`/`.sliceCount`/
+`.memorySizeMB` structure); `mig_monitor = False` makes GPU instance calls answer NoPermission,
+as in a container without the MIG monitor capability. A MIG-enabled GPU answers NotSupported
+for its utilisation, as the real one does.
 """
 
 from __future__ import annotations
@@ -59,24 +68,90 @@ THERMAL_LAG_SECONDS = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
+class MigProfile:
+    """A GPU instance profile of a board, as `nvidia-smi mig -lgip` lists it."""
+
+    index: int
+    """The `NVML_GPU_INSTANCE_PROFILE_*` index the profile info call takes."""
+    id: int
+    """The profile id GPU instances refer to."""
+    name: str
+    slice_count: int
+    memory_mb: int
+    multiprocessor_count: int
+    instance_count: int
+    """How many instances of it fit on the GPU."""
+    placement_size: int
+    """Memory slices an instance occupies."""
+    starts: tuple[int, ...]
+    """Where an instance may start."""
+
+
+def _mig_profiles(
+    sms_per_slice: int, full_sms: int, three_slice_sms: int, four_slice_sms: int
+) -> tuple[MigProfile, ...]:
+    """The MIG profiles of an 80 GB A100 or H100 (they differ in SMs only)."""
+    return (
+        MigProfile(
+            pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE, 19, "1g.10gb", 1, 9856, sms_per_slice, 7, 1, tuple(range(7))
+        ),
+        MigProfile(
+            pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV1,
+            20,
+            "1g.10gb+me",
+            1,
+            9856,
+            sms_per_slice,
+            1,
+            1,
+            tuple(range(7)),
+        ),
+        MigProfile(
+            pynvml.NVML_GPU_INSTANCE_PROFILE_1_SLICE_REV2, 15, "1g.20gb", 1, 19968, sms_per_slice, 4, 2, (0, 2, 4, 6)
+        ),
+        MigProfile(
+            pynvml.NVML_GPU_INSTANCE_PROFILE_2_SLICE, 14, "2g.20gb", 2, 19968, 2 * sms_per_slice, 3, 2, (0, 2, 4)
+        ),
+        MigProfile(pynvml.NVML_GPU_INSTANCE_PROFILE_3_SLICE, 9, "3g.40gb", 3, 40192, three_slice_sms, 2, 4, (0, 4)),
+        MigProfile(pynvml.NVML_GPU_INSTANCE_PROFILE_4_SLICE, 5, "4g.40gb", 4, 40192, four_slice_sms, 1, 4, (0,)),
+        MigProfile(pynvml.NVML_GPU_INSTANCE_PROFILE_7_SLICE, 0, "7g.80gb", 7, 80896, full_sms, 1, 8, (0,)),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class Model:
-    """What a kind of board has: its name and memory, its NVLinks, and the calls it answers NotSupported."""
+    """What a kind of board has: its name and memory, NVLinks, the calls it answers NotSupported, MIG profiles."""
 
     name: str
     memory_total: int
     nvlinks: int
     unsupported: frozenset[str]
+    mig_profiles: tuple[MigProfile, ...] = ()
+    """Empty: no MIG (the MIG calls answer NotSupported)."""
 
 
 _PAGE_RETIREMENT = frozenset({"nvmlDeviceGetRetiredPages", "nvmlDeviceGetRetiredPagesPendingStatus"})
-A100 = Model("NVIDIA A100-SXM4-80GB", 80 * GIB, 12, _PAGE_RETIREMENT)
-"""Ampere: remaps rows, retires no pages (NotSupported), 12 NVLinks."""
-H100 = Model("NVIDIA H100 80GB HBM3", 80 * GIB, 18, _PAGE_RETIREMENT)
+A100 = Model("NVIDIA A100-SXM4-80GB", 80 * GIB, 12, _PAGE_RETIREMENT, _mig_profiles(14, 98, 42, 56))
+"""Ampere: remaps rows, retires no pages (NotSupported), 12 NVLinks, MIG (1g.10gb to 7g.80gb)."""
+H100 = Model("NVIDIA H100 80GB HBM3", 80 * GIB, 18, _PAGE_RETIREMENT, _mig_profiles(16, 132, 60, 64))
 """Hopper: like Ampere, with 18 NVLinks."""
 V100 = Model("Tesla V100-SXM2-32GB", 32 * GIB, 6, frozenset({"nvmlDeviceGetRemappedRows"}))
 """Volta: retires pages, has no row remapping (NotSupported), 6 NVLinks."""
 T4 = Model("Tesla T4", 16 * GIB, 0, frozenset({"nvmlDeviceGetRemappedRows"}))
 """Turing PCIe card: retires pages, no row remapping and no NVLink (NotSupported)."""
+
+
+@dataclasses.dataclass
+class FakeMigInstance:
+    """One MIG device: a GPU instance with one compute instance spanning it."""
+
+    uuid: str
+    profile: MigProfile
+    start: int
+    gpu_instance_id: int
+    slot: int
+    """Its index for `nvmlDeviceGetMigDeviceHandleByIndex`."""
+    compute_instance_id: int = 0
 
 
 @dataclasses.dataclass
@@ -108,6 +183,13 @@ class FakeGpu:
     clock_reasons: int = 0
     """Clock event reasons injected by `throttle`, on top of the idle reason the load gives."""
     pcie_replays: int = 0
+    mig_profiles: tuple[MigProfile, ...] = A100.mig_profiles
+    """Empty: a board without MIG."""
+    mig_enabled: bool = False
+    """The MIG mode in effect."""
+    mig_pending: bool = False
+    """The MIG mode set, in effect after the next reset."""
+    mig_instances: list[FakeMigInstance] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +210,64 @@ class Handle:
     """What `nvmlDeviceGetHandleByIndex` returns: it names a device for later calls."""
 
     gpu: FakeGpu
+
+
+@dataclasses.dataclass(frozen=True)
+class MigHandle(Handle):
+    """A MIG device's handle (`nvmlDeviceGetMigDeviceHandleByIndex`): its parent GPU and the instance."""
+
+    instance: FakeMigInstance
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuInstance:
+    """What `nvmlDeviceGetGpuInstanceById` returns (`c_nvmlGpuInstance_t`, opaque)."""
+
+    gpu: FakeGpu
+    instance: FakeMigInstance
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Shape of `c_nvmlGpuInstancePlacement_t`."""
+
+    start: int
+    size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuInstanceInfo:
+    """Shape of `c_nvmlGpuInstanceInfo_t`."""
+
+    device: Handle
+    id: int
+    profileId: int
+    placement: Placement
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuInstanceProfileInfo:
+    """Shape of `c_nvmlGpuInstanceProfileInfo_t` (version 1: no name)."""
+
+    id: int
+    isP2pSupported: int
+    sliceCount: int
+    instanceCount: int
+    multiprocessorCount: int
+    copyEngineCount: int
+    decoderCount: int
+    encoderCount: int
+    jpegCount: int
+    ofaCount: int
+    memorySizeMB: int
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuInstanceProfileInfoV2(GpuInstanceProfileInfo):
+    """Shape of `c_nvmlGpuInstanceProfileInfo_v2_t` (pynvml answers its `name` as str)."""
+
+    version: int
+    name: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +315,9 @@ class FakeNVML:
         self._blocked = 0
         self.missing_functions: set[str] = set()
         """pynvml calls that answer FunctionNotFound, as with an older driver that lacks them."""
+        self.mig_monitor = True
+        """False: GPU instance calls answer NoPermission (a container without the MIG monitor capability)."""
+        self._mig_serial = 0
 
     # ----- scenario controls (call from tests or a simulation) --------------------------------------------
 
@@ -213,6 +356,65 @@ class FakeNVML:
             gpu = self.devices[index]
             gpu.name, gpu.memory_total, gpu.unsupported = model.name, model.memory_total, model.unsupported
             gpu.nvlinks_active = [True] * model.nvlinks
+            gpu.mig_profiles, gpu.mig_enabled, gpu.mig_pending = model.mig_profiles, False, False
+            gpu.mig_instances = []
+
+    def set_mig_mode(self, index: int, enabled: bool) -> None:
+        """Set a GPU's MIG mode (`nvidia-smi -mig 1`, `nvmlDeviceSetMigMode`): pending until `reset`."""
+        with self._lock:
+            gpu = self.devices[index]
+            if not gpu.mig_profiles:
+                raise ValueError(f"GPU {index} ({gpu.name}) does not support MIG")
+            gpu.mig_pending = enabled
+
+    def reset(self, index: int) -> None:
+        """A GPU reset (or reboot): a pending MIG mode takes effect, and a mode change drops every instance."""
+        with self._lock:
+            gpu = self.devices[index]
+            if gpu.mig_enabled != gpu.mig_pending:
+                gpu.mig_enabled = gpu.mig_pending
+                gpu.mig_instances = []
+
+    def create_mig(self, index: int, profile: str, start: int | None = None) -> FakeMigInstance:
+        """Create a GPU instance of `profile` (e.g. `1g.10gb`) with one compute instance: a MIG device.
+
+        At `start` (a memory slice) or the first free placement, with the lowest free GPU instance id.
+        """
+        with self._lock:
+            gpu = self.devices[index]
+            if not gpu.mig_enabled:
+                raise ValueError(f"GPU {index} ({gpu.name}) is not in MIG mode")
+            chosen = next((p for p in gpu.mig_profiles if p.name == profile), None)
+            if chosen is None:
+                raise ValueError(f"GPU {index} ({gpu.name}) has no MIG profile {profile!r}")
+            taken = {s for i in gpu.mig_instances for s in range(i.start, i.start + i.profile.placement_size)}
+            starts = [s for s in chosen.starts if start in (None, s)]
+            free = [s for s in starts if not taken & set(range(s, s + chosen.placement_size))]
+            if not free or sum(i.profile is chosen for i in gpu.mig_instances) >= chosen.instance_count:
+                raise ValueError(
+                    f"no room for a {profile} instance on GPU {index} at {start if start is not None else 'any start'}"
+                )
+            used_ids = {i.gpu_instance_id for i in gpu.mig_instances}
+            used_slots = {i.slot for i in gpu.mig_instances}
+            self._mig_serial += 1
+            instance = FakeMigInstance(
+                uuid=f"MIG-{gpu.uuid[4:12]}-5a1c-4e0f-8d2b-{self._mig_serial:012x}",
+                profile=chosen,
+                start=free[0],
+                gpu_instance_id=next(i for i in range(1, 64) if i not in used_ids),
+                slot=next(i for i in range(64) if i not in used_slots),
+            )
+            gpu.mig_instances.append(instance)
+            return instance
+
+    def destroy_mig(self, index: int, gpu_instance_id: int) -> None:
+        """Destroy a GPU instance and its compute instance (`nvidia-smi mig -dci -gi N; -dgi -gi N`)."""
+        with self._lock:
+            gpu = self.devices[index]
+            kept = [i for i in gpu.mig_instances if i.gpu_instance_id != gpu_instance_id]
+            if len(kept) == len(gpu.mig_instances):
+                raise ValueError(f"GPU {index} has no GPU instance {gpu_instance_id}")
+            gpu.mig_instances = kept
 
     def set_row_remap(
         self,
@@ -378,13 +580,18 @@ class FakeNVML:
             return Handle(self.devices[index])
 
     def nvmlDeviceGetUUID(self, handle: Handle) -> str:
-        return self._device(handle, "nvmlDeviceGetUUID").uuid
+        gpu = self._device(handle, "nvmlDeviceGetUUID")
+        return self._mig_instance(handle).uuid if isinstance(handle, MigHandle) else gpu.uuid
 
     def nvmlDeviceGetName(self, handle: Handle) -> str:
         return self._device(handle, "nvmlDeviceGetName").name
 
     def nvmlDeviceGetMemoryInfo(self, handle: Handle) -> Memory:
         gpu = self._device(handle, "nvmlDeviceGetMemoryInfo")
+        if isinstance(handle, MigHandle):
+            total = self._mig_instance(handle).profile.memory_mb * 1024**2
+            used = min(total, int(total * (0.01 + 0.9 * self._workload(gpu))))
+            return Memory(total=total, used=used, free=total - used)
         share = 0.01 + 0.9 * self._workload(gpu) + self._memory_jitter(gpu)
         used = min(gpu.memory_total, max(0, int(gpu.memory_total * share)))
         return Memory(total=gpu.memory_total, used=used, free=gpu.memory_total - used)
@@ -397,7 +604,10 @@ class FakeNVML:
         return round(34 + 45 * self._heat(gpu) + gpu.extra_celsius + self._wobble(noise))
 
     def nvmlDeviceGetUtilizationRates(self, handle: Handle) -> Utilization:
-        activity = self._activity(self._device(handle, "nvmlDeviceGetUtilizationRates"))
+        gpu = self._device(handle, "nvmlDeviceGetUtilizationRates")
+        if gpu.mig_enabled:
+            raise nvml.error(nvml.ERROR_NOT_SUPPORTED)  # as the real one: no whole-GPU utilisation in MIG mode
+        activity = self._activity(gpu)
         return Utilization(gpu=round(100 * activity), memory=round(60 * activity))
 
     def nvmlDeviceGetPowerUsage(self, handle: Handle) -> int:
@@ -450,6 +660,72 @@ class FakeNVML:
 
     def nvmlDeviceGetPcieReplayCounter(self, handle: Handle) -> int:
         return self._signal(handle, "nvmlDeviceGetPcieReplayCounter").pcie_replays
+
+    def nvmlDeviceGetMigMode(self, device: Handle) -> list[int]:
+        gpu = self._mig_parent(device, "nvmlDeviceGetMigMode")
+        return [int(gpu.mig_enabled), int(gpu.mig_pending)]  # pynvml answers [current, pending]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, device: Handle) -> int:
+        gpu = self._mig_parent(device, "nvmlDeviceGetMaxMigDeviceCount")
+        return max(p.instance_count for p in gpu.mig_profiles) if gpu.mig_enabled else 0
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: Handle, index: int) -> MigHandle:
+        gpu = self._mig_parent(device, "nvmlDeviceGetMigDeviceHandleByIndex")
+        if not gpu.mig_enabled:
+            raise nvml.error(nvml.ERROR_NOT_SUPPORTED)
+        if not 0 <= index < max(p.instance_count for p in gpu.mig_profiles):
+            raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)
+        with self._lock:
+            instance = next((i for i in gpu.mig_instances if i.slot == index), None)
+        if instance is None:
+            raise nvml.error(nvml.ERROR_NOT_FOUND)
+        return MigHandle(gpu, instance)
+
+    def nvmlDeviceGetGpuInstanceId(self, device: Handle) -> int:
+        self._device(device, "nvmlDeviceGetGpuInstanceId")
+        return self._mig_instance(device).gpu_instance_id
+
+    def nvmlDeviceGetComputeInstanceId(self, device: Handle) -> int:
+        self._device(device, "nvmlDeviceGetComputeInstanceId")
+        return self._mig_instance(device).compute_instance_id
+
+    def nvmlDeviceGetGpuInstanceById(self, device: Handle, gpuInstanceId: int) -> GpuInstance:
+        gpu = self._mig_parent(device, "nvmlDeviceGetGpuInstanceById")
+        if not gpu.mig_enabled:
+            raise nvml.error(nvml.ERROR_NOT_SUPPORTED)
+        if not self.mig_monitor:
+            raise nvml.error(nvml.ERROR_NO_PERMISSION)
+        with self._lock:
+            instance = next((i for i in gpu.mig_instances if i.gpu_instance_id == gpuInstanceId), None)
+        if instance is None:
+            raise nvml.error(nvml.ERROR_NOT_FOUND)
+        return GpuInstance(gpu, instance)
+
+    def nvmlGpuInstanceGetInfo(self, gpuInstance: GpuInstance) -> GpuInstanceInfo:
+        self._check_initialised()
+        gpu, instance = self._device(Handle(gpuInstance.gpu), "nvmlGpuInstanceGetInfo"), gpuInstance.instance
+        if instance not in gpu.mig_instances:
+            raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)  # destroyed: the handle is stale
+        placement = Placement(instance.start, instance.profile.placement_size)
+        return GpuInstanceInfo(Handle(gpu), instance.gpu_instance_id, instance.profile.id, placement)
+
+    def nvmlDeviceGetGpuInstanceProfileInfo(
+        self, device: Handle, profile: int, version: int = 2
+    ) -> GpuInstanceProfileInfo:
+        call = "nvmlDeviceGetGpuInstanceProfileInfoV" if version == 2 else "nvmlDeviceGetGpuInstanceProfileInfo"
+        if version not in (1, 2):
+            raise nvml.error(nvml.ERROR_FUNCTION_NOT_FOUND)  # what pynvml raises itself
+        gpu = self._mig_parent(device, call)
+        if not 0 <= profile < nvml.GPU_INSTANCE_PROFILE_COUNT:
+            raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)
+        found = next((p for p in gpu.mig_profiles if p.index == profile), None)
+        if found is None:
+            raise nvml.error(nvml.ERROR_NOT_SUPPORTED)
+        counts = (found.id, 0, found.slice_count, found.instance_count, found.multiprocessor_count, found.slice_count)
+        engines = (found.slice_count // 2, 0, found.slice_count // 2, 1 if found.slice_count == 7 else 0)
+        if version == 1:
+            return GpuInstanceProfileInfo(*counts, *engines, found.memory_mb)
+        return GpuInstanceProfileInfoV2(*counts, *engines, found.memory_mb, version=0x02000098, name=found.name)
 
     def nvmlEventSetCreate(self) -> EventSet:
         self._check_initialised()
@@ -507,6 +783,25 @@ class FakeNVML:
         if call in gpu.unsupported:
             raise nvml.error(nvml.ERROR_NOT_SUPPORTED)
         return gpu
+
+    def _mig_parent(self, handle: Handle, call: str) -> FakeGpu:
+        """The GPU for a MIG call on a parent device: NotSupported on a board without MIG, as the real one."""
+        self._check_initialised()
+        if call in self.missing_functions:
+            raise nvml.error(nvml.ERROR_FUNCTION_NOT_FOUND)
+        gpu = self._device(handle, call)
+        if isinstance(handle, MigHandle):
+            raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)  # a MIG device is no parent
+        if not gpu.mig_profiles:
+            raise nvml.error(nvml.ERROR_NOT_SUPPORTED)
+        return gpu
+
+    def _mig_instance(self, handle: Handle) -> FakeMigInstance:
+        """The MIG device a handle names; InvalidArgument for a parent's handle or a destroyed instance."""
+        with self._lock:
+            if not isinstance(handle, MigHandle) or handle.instance not in handle.gpu.mig_instances:
+                raise nvml.error(nvml.ERROR_INVALID_ARGUMENT)
+            return handle.instance
 
     def _clock_reasons(self, gpu: FakeGpu) -> int:
         """Injected reasons; else GPU idle while the load has no job (what a real idle board reports)."""
@@ -596,7 +891,8 @@ def scenario(
     `wave`: slowly swinging load (what `--simulate` uses by default); `steady`: long jobs at constant
     levels; `noisy`: jobs starting and stopping, noisy readings (see `Load`); `hot`: GPU 0 runs 50 °C hotter;
     `xid`: GPU 0 reports critical XID 79 (fallen off the bus) and GPU 1 application XID 13;
-    `vanish`: GPU 0 has fallen off the bus; `missing`: no NVML library on the machine.
+    `vanish`: GPU 0 has fallen off the bus; `missing`: no NVML library on the machine; `mig`: GPU 0
+    in MIG mode with a 3g.40gb and two 1g.10gb instances, the others not.
     """
     defaults = {
         "none": 0,
@@ -611,6 +907,7 @@ def scenario(
         "xid": 2,
         "vanish": 1,
         "missing": 0,
+        "mig": 2,
     }
     if name not in defaults:
         raise ValueError(f"unknown fake NVML scenario {name!r}; known: {', '.join(defaults)}")
@@ -626,4 +923,9 @@ def scenario(
     elif name == "xid":
         fake.devices[0].early_xids.append(79)
         fake.devices[1].early_xids.append(13)
+    elif name == "mig" and fake.devices:
+        fake.set_mig_mode(0, True)
+        fake.reset(0)
+        for profile in ("3g.40gb", "1g.10gb", "1g.10gb"):
+            fake.create_mig(0, profile)
     return fake

@@ -13,7 +13,7 @@ import dataclasses
 import datetime
 
 from gpufleet.api import gpu, meta
-from gpufleet_agent import changes, health, sampling
+from gpufleet_agent import changes, health, nvml, sampling
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +51,37 @@ def observe(sample: sampling.Sample, allocated_to: str | None) -> changes.Observ
         memory_used=readings.memory_used if readings else None,
         memory_total=(readings.memory_total if readings else None) or sample.device.memory_total,
         power_watts=readings.power_watts if readings else None,
+        mig=sample.mig,
+    )
+
+
+def mig_status(mig: nvml.Mig | None) -> gpu.GPUMig | None:
+    """`status.mig` from what discovery read; None (left out, so left as it was) when there is nothing to say."""
+    if mig is None:
+        return None
+
+    def mode(enabled: bool) -> gpu.MigMode:
+        return gpu.MigMode.ENABLED if enabled else gpu.MigMode.DISABLED
+
+    return gpu.GPUMig(
+        mode=mode(mig.enabled),
+        pending_mode=mode(mig.pending_enabled),
+        instances=[
+            gpu.MigInstance(
+                uuid=instance.uuid,
+                profile=instance.profile.name if instance.profile else "",
+                profile_id=instance.profile.id if instance.profile else None,
+                gpu_instance_id=instance.gpu_instance_id,
+                compute_instance_id=instance.compute_instance_id,
+                placement=None
+                if instance.placement_start is None or instance.placement_size is None
+                else gpu.MigPlacement(start=instance.placement_start, size=instance.placement_size),
+                slice_count=instance.profile.slice_count if instance.profile else None,
+                memory_total=instance.memory_total,
+                multiprocessor_count=instance.profile.multiprocessor_count if instance.profile else None,
+            )
+            for instance in mig.instances
+        ],
     )
 
 
@@ -72,6 +103,7 @@ def patch(
         memory_used=observed.memory_used,
         power_watts=observed.power_watts,
         last_update_time=now,
+        mig=mig_status(observed.mig),
         conditions=[
             meta.Condition(
                 type=gpu.HEALTHY,

@@ -8,7 +8,8 @@ dashboard built on DCGM exporter maps one to one: `DCGM_FI_DEV_GPU_TEMP` ->
 the agent's promise of few API writes, on their own fleet.
 
 The health signals (row remapping, retired pages, clock reasons, NVLink and PCIe error counters)
-are exported from the latest sample at scrape time (`_Signals`), so a counter is exposed with
+and MIG (mode, instances by profile, each MIG device's memory) are exported from the latest
+sample at scrape time (`_Signals`), so a counter is exposed with
 the counter type and the value NVML gives (it is NVML's count since the driver loaded, not one
 the agent keeps), and a GPU that vanished or cannot be read has no stale series left behind.
 
@@ -17,6 +18,7 @@ Each agent has its own registry, so tests can run several agents in one process.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 from collections.abc import Callable, Iterator
 
@@ -107,6 +109,8 @@ class Metrics:
             ):
                 if value is not None:
                     metric.labels(*labels).set(value)
+                else:  # a gauge the GPU no longer gives (utilisation in MIG mode): no stale value
+                    self._remove(labels, (metric,))
         for labels in self._labels - seen:
             self._remove(labels, (*self._gauges, self.healthy))
         self._labels = seen
@@ -172,6 +176,21 @@ class _Signals(registry.Collector):
             "PCIe replays (link retransmissions) since the driver loaded",
             labels=GPU_LABELS,
         )
+        mig_mode = gauge(
+            "gpufleet_gpu_mig_mode",
+            "MIG mode, 1 enabled / 0 disabled: in effect now (mode=current), after the next GPU reset (mode=pending)",
+            labels=(*GPU_LABELS, "mode"),
+        )
+        mig_instances = gauge(
+            "gpufleet_gpu_mig_instances",
+            "MIG devices (compute instances in GPU instances) by GPU instance profile, e.g. 1g.10gb",
+            labels=(*GPU_LABELS, "profile"),
+        )
+        mig_memory = gauge(
+            "gpufleet_gpu_mig_instance_memory_total_bytes",
+            "Memory of each MIG device",
+            labels=(*GPU_LABELS, "mig_uuid", "profile", "gpu_instance", "compute_instance"),
+        )
         for sample in samples:
             readings = sample.readings
             if readings is None:
@@ -198,7 +217,30 @@ class _Signals(registry.Collector):
                 nvlink.add_metric([*labels, str(link), name], count)
             if readings.pcie_replays is not None:
                 pcie.add_metric(labels, readings.pcie_replays)
-        yield from (pending, failure, rows, pages_pending, pages, clocks, nvlink, pcie)
+            if sample.mig is not None:
+                mig = sample.mig
+                mig_mode.add_metric([*labels, "current"], float(mig.enabled))
+                mig_mode.add_metric([*labels, "pending"], float(mig.pending_enabled))
+                profiles = collections.Counter(i.profile.name if i.profile else "" for i in mig.instances)
+                for profile, count in sorted(profiles.items()):
+                    mig_instances.add_metric([*labels, profile], count)
+                for instance in mig.instances:
+                    ids = [str(instance.gpu_instance_id), str(instance.compute_instance_id)]
+                    name = instance.profile.name if instance.profile else ""
+                    mig_memory.add_metric([*labels, instance.uuid, name, *ids], instance.memory_total)
+        yield from (
+            pending,
+            failure,
+            rows,
+            pages_pending,
+            pages,
+            clocks,
+            nvlink,
+            pcie,
+            mig_mode,
+            mig_instances,
+            mig_memory,
+        )
 
 
 def _ratio(percent: float | None) -> float | None:

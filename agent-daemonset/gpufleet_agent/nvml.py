@@ -41,6 +41,12 @@ FEATURE_ENABLED: int = pynvml.NVML_FEATURE_ENABLED
 FEATURE_DISABLED: int = pynvml.NVML_FEATURE_DISABLED
 ERROR_NO_PERMISSION = pynvml.NVML_ERROR_NO_PERMISSION
 ERROR_FUNCTION_NOT_FOUND = pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
+ERROR_NOT_FOUND = pynvml.NVML_ERROR_NOT_FOUND
+
+MIG_ENABLE: int = pynvml.NVML_DEVICE_MIG_ENABLE
+MIG_DISABLE: int = pynvml.NVML_DEVICE_MIG_DISABLE
+#: GPU instance profiles are asked for by index (`NVML_GPU_INSTANCE_PROFILE_1_SLICE`, ...), below this.
+GPU_INSTANCE_PROFILE_COUNT: int = pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT
 
 PAGE_RETIREMENT_DOUBLE_BIT = pynvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR
 PAGE_RETIREMENT_SINGLE_BIT = pynvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS
@@ -120,6 +126,14 @@ class Library(Protocol):
     def nvmlDeviceGetNvLinkState(self, device: Any, link: int) -> int: ...
     def nvmlDeviceGetNvLinkErrorCounter(self, device: Any, link: int, counter: int) -> int: ...
     def nvmlDeviceGetPcieReplayCounter(self, handle: Any) -> int: ...
+    def nvmlDeviceGetMigMode(self, device: Any) -> list[int]: ...
+    def nvmlDeviceGetMaxMigDeviceCount(self, device: Any) -> int: ...
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: Any, index: int) -> Any: ...
+    def nvmlDeviceGetGpuInstanceId(self, device: Any) -> int: ...
+    def nvmlDeviceGetComputeInstanceId(self, device: Any) -> int: ...
+    def nvmlDeviceGetGpuInstanceById(self, device: Any, gpuInstanceId: int) -> Any: ...
+    def nvmlGpuInstanceGetInfo(self, gpuInstance: Any) -> Any: ...
+    def nvmlDeviceGetGpuInstanceProfileInfo(self, device: Any, profile: int, version: int = 2) -> Any: ...
     def nvmlEventSetCreate(self) -> Any: ...
     def nvmlDeviceRegisterEvents(self, handle: Any, event_types: int, event_set: Any) -> None: ...
     def nvmlEventSetWait(self, event_set: Any, timeout_ms: int) -> Any: ...
@@ -185,6 +199,42 @@ class Readings:
 
 
 @dataclasses.dataclass(frozen=True)
+class MigProfile:
+    """A GPU instance profile the board offers (`nvmlDeviceGetGpuInstanceProfileInfo`)."""
+
+    id: int
+    name: str
+    slice_count: int
+    memory_mb: int
+    multiprocessor_count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MigInstance:
+    """One MIG device (a compute instance in a GPU instance): what a workload is handed."""
+
+    uuid: str
+    """`MIG-...`."""
+    gpu_instance_id: int
+    compute_instance_id: int
+    memory_total: int
+    """Bytes (`nvmlDeviceGetMemoryInfo` on the MIG device)."""
+    profile: MigProfile | None = None
+    """The GPU instance's profile; None when NVML would not say (no MIG monitor capability)."""
+    placement_start: int | None = None
+    placement_size: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Mig:
+    """MIG mode (in effect now, and set for after the next GPU reset) and the MIG devices, read at discovery."""
+
+    enabled: bool
+    pending_enabled: bool
+    instances: tuple[MigInstance, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Event:
     """A health event from NVML: an XID error or a double-bit ECC error on a device (by UUID)."""
 
@@ -208,6 +258,10 @@ class Nvml:
         """(call, error code) pairs of unexpected signal errors already logged, so that each is logged once."""
         self._old_clock_reasons = False
         """The driver lacks `nvmlDeviceGetCurrentClocksEventReasons`: use the deprecated name."""
+        self._mig: dict[int, Mig | None] = {}
+        """Per device index, its MIG mode and devices at the last discovery (None: no MIG on this GPU)."""
+        self._mig_profiles: dict[str, dict[int, MigProfile]] = {}
+        """Per GPU UUID, the GPU instance profiles it offers by profile id (they never change for a board)."""
 
     def start(self) -> str:
         """Load and initialise NVML; returns the driver version. Raises `NVMLError` (e.g. LibraryNotFound)."""
@@ -252,6 +306,9 @@ class Nvml:
         self._handles = handles
         self._devices = devices
         self._nvlinks = {index: self._active_links(index) for index in devices}
+        self._mig = {index: self._read_mig(index) for index in devices}
+        present = {device.uuid for device in devices.values()}
+        self._mig_profiles = {uuid: table for uuid, table in self._mig_profiles.items() if uuid in present}
         self._register_events([d for d in devices.values() if d.uuid and d.uuid not in self._registered])
         return list(devices.values())
 
@@ -300,6 +357,105 @@ class Nvml:
         except pynvml.NVMLError:  # lost meanwhile: its reads say so; links are probed again at the next discovery
             return ()
         return tuple(links)
+
+    def mig(self, index: int) -> Mig | None:
+        """The device's MIG mode and devices as of the last discovery; None when it has no MIG."""
+        return self._mig.get(index)
+
+    def _read_mig(self, index: int) -> Mig | None:
+        """MIG mode and devices, once per discovery: a MIG reconfiguration is seen within the interval.
+
+        A board without MIG (before Ampere, or a consumer card) answers NotSupported: None, nothing
+        to publish; so does a driver without the call (FunctionNotFound) or a container that may not
+        ask (NoPermission). Any other failure (the GPU lost meanwhile, an instance destroyed while it
+        was being read) keeps what the previous discovery saw: the next one reads it again.
+        """
+        handle, device = self._handles.get(index), self._devices.get(index)
+        previous = self._mig.get(index)
+        if handle is None or device is None or not device.uuid:
+            return previous
+        try:
+            current, pending = self._library.nvmlDeviceGetMigMode(handle)
+        except pynvml.NVMLError as failure:
+            if isinstance(failure, _ABSENT):
+                return None
+            self._unexpected("nvmlDeviceGetMigMode", failure)
+            return previous
+        enabled = int(current) == MIG_ENABLE
+        try:
+            instances = self._mig_instances(handle, device.uuid) if enabled else ()
+        except pynvml.NVMLError as failure:
+            self._unexpected("MIG devices", failure)
+            return previous
+        return Mig(enabled=enabled, pending_enabled=int(pending) == MIG_ENABLE, instances=instances)
+
+    def _mig_instances(self, handle: Any, uuid: str) -> tuple[MigInstance, ...]:
+        """Every MIG device of a MIG-enabled GPU: slots up to the maximum, an empty slot answers NotFound."""
+        profiles = self._gpu_instance_profiles(handle, uuid)
+        found: list[MigInstance] = []
+        for slot in range(int(self._library.nvmlDeviceGetMaxMigDeviceCount(handle))):
+            try:
+                mig = self._library.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except pynvml.NVMLError_NotFound:
+                continue
+            gpu_instance = int(self._library.nvmlDeviceGetGpuInstanceId(mig))
+            info = self._signal(
+                "nvmlGpuInstanceGetInfo",
+                lambda: self._library.nvmlGpuInstanceGetInfo(
+                    self._library.nvmlDeviceGetGpuInstanceById(handle, gpu_instance)  # noqa: B023 - called at once
+                ),
+            )
+            found.append(
+                MigInstance(
+                    uuid=str(self._library.nvmlDeviceGetUUID(mig)),
+                    gpu_instance_id=gpu_instance,
+                    compute_instance_id=int(self._library.nvmlDeviceGetComputeInstanceId(mig)),
+                    memory_total=int(self._library.nvmlDeviceGetMemoryInfo(mig).total),
+                    profile=None if info is None else profiles.get(int(info.profileId)),
+                    placement_start=None if info is None else int(info.placement.start),
+                    placement_size=None if info is None else int(info.placement.size),
+                )
+            )
+        return tuple(sorted(found, key=lambda i: (i.gpu_instance_id, i.compute_instance_id, i.uuid)))
+
+    def _gpu_instance_profiles(self, handle: Any, uuid: str) -> dict[int, MigProfile]:
+        """The board's GPU instance profiles by id, asked once per GPU (up to 18 calls) and kept.
+
+        The profile call takes a profile index (`NVML_GPU_INSTANCE_PROFILE_*`) and answers the
+        profile's id, which GPU instances refer to; an index the board lacks answers NotSupported
+        (or InvalidArgument). A driver without the `V` call (FunctionNotFound) answers version 1,
+        which has no name: it is made up as NVIDIA names them, `<slices>g.<GB>gb`.
+        """
+        known = self._mig_profiles.get(uuid)
+        if known:
+            return known
+        table: dict[int, MigProfile] = {}
+        for index in range(GPU_INSTANCE_PROFILE_COUNT):
+            try:
+                try:
+                    info = self._library.nvmlDeviceGetGpuInstanceProfileInfo(handle, index)
+                except pynvml.NVMLError_FunctionNotFound:
+                    info = self._library.nvmlDeviceGetGpuInstanceProfileInfo(handle, index, 1)
+            except (pynvml.NVMLError_NotSupported, pynvml.NVMLError_InvalidArgument):
+                continue
+            except pynvml.NVMLError as failure:
+                if isinstance(failure, pynvml.NVMLError_GpuIsLost):
+                    raise
+                self._unexpected("nvmlDeviceGetGpuInstanceProfileInfo", failure)
+                continue
+            slices, memory = int(info.sliceCount), int(info.memorySizeMB)
+            name = getattr(info, "name", "")
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            table[int(info.id)] = MigProfile(
+                id=int(info.id),
+                name=name or f"{slices}g.{-(-memory // 1024)}gb",
+                slice_count=slices,
+                memory_mb=memory,
+                multiprocessor_count=int(info.multiprocessorCount),
+            )
+        if table:
+            self._mig_profiles[uuid] = table
+        return table
 
     def read(self, index: int) -> Readings:
         """Sample a device's gauges and health signals. Raises `NVMLError` when the device cannot be read at all."""
@@ -395,6 +551,13 @@ class Nvml:
         if not isinstance(failure, _ABSENT) and (call, failure.value) not in self._reported:
             self._reported.add((call, failure.value))
             logger.warning("NVML %s failed (%s); that health signal is left out", call, failure)
+
+    def _unexpected(self, call: str, failure: pynvml.NVMLError) -> None:
+        """Log a failed MIG read once per call and code (a lost GPU says so through its reads)."""
+        if isinstance(failure, pynvml.NVMLError_GpuIsLost) or (call, failure.value) in self._reported:
+            return
+        self._reported.add((call, failure.value))
+        logger.warning("NVML %s failed (%s); the GPU's MIG state is kept as last read", call, failure)
 
     @staticmethod
     def _optional(read: Callable[[], _T]) -> _T | None:

@@ -24,6 +24,8 @@ class Sample:
     device: nvml.Device
     readings: nvml.Readings | None
     verdict: health.Verdict
+    mig: nvml.Mig | None = None
+    """MIG mode and devices as of the last discovery; None on a GPU without MIG (or when nobody can tell)."""
 
 
 class Sampler:
@@ -50,10 +52,13 @@ class Sampler:
             try:
                 readings = self._nvml.read(device.index)
             except nvml.NVMLError as error:
-                samples.append(Sample(device, None, self._tracker.verdict(device.uuid, now, error)))
+                verdict = self._tracker.verdict(device.uuid, now, error)
+                samples.append(Sample(device, None, verdict, self._nvml.mig(device.index)))
                 continue
             self._tracker.record_readings(device.uuid, readings, now)
-            samples.append(Sample(device, readings, self._tracker.verdict(device.uuid, now)))
+            samples.append(
+                Sample(device, readings, self._tracker.verdict(device.uuid, now), self._nvml.mig(device.index))
+            )
         return samples
 
     def unknown(self, verdict: health.Verdict) -> list[Sample]:

@@ -66,6 +66,59 @@ class GPUSpec(meta.ApiModel):
     """Total framebuffer memory in bytes."""
 
 
+class MigMode(enum.StrEnum):
+    """Whether a GPU is split into MIG (Multi-Instance GPU) instances."""
+
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+
+
+class MigPlacement(meta.ApiModel):
+    """Where a GPU instance sits on the GPU, in memory slices (`nvidia-smi mig -lgi`'s placement)."""
+
+    start: meta.NonNegativeInt
+    """First slice."""
+    size: meta.NonNegativeInt
+    """Slices it spans."""
+
+
+class MigInstance(meta.ApiModel):
+    """One MIG device: a compute instance in a GPU instance, what a workload is handed (`MIG-...`)."""
+
+    uuid: Annotated[str, pydantic.StringConstraints(max_length=128)]
+    """The MIG device's UUID, `MIG-...`."""
+    profile: Annotated[str, pydantic.StringConstraints(max_length=64)] = ""
+    """GPU instance profile name, e.g. `1g.10gb` or `3g.40gb` (empty when NVML would not tell)."""
+    profile_id: meta.NonNegativeInt | None = None
+    """NVML's GPU instance profile id (`nvidia-smi mig -lgip`'s ID)."""
+    gpu_instance_id: meta.NonNegativeInt
+    """GPU instance id (`nvidia-smi`'s GI ID)."""
+    compute_instance_id: meta.NonNegativeInt
+    """Compute instance id within the GPU instance (CI ID)."""
+    placement: MigPlacement | None = None
+    """Memory slices the GPU instance occupies."""
+    slice_count: meta.NonNegativeInt | None = None
+    """Compute slices of the GPU instance profile (the `1` of `1g.10gb`)."""
+    memory_total: meta.NonNegativeInt = 0
+    """Memory of the instance in bytes."""
+    multiprocessor_count: meta.NonNegativeInt | None = None
+    """Streaming multiprocessors (SMs) of the GPU instance profile."""
+
+
+class GPUMig(meta.ApiModel):
+    """MIG mode and the MIG devices of a GPU that supports MIG (absent on a GPU that does not)."""
+
+    mode: MigMode
+    """The mode in effect now."""
+    pending_mode: MigMode
+    """The mode the GPU is set to; it differs from `mode` until the GPU is reset (or the node rebooted)."""
+    instances: Annotated[
+        list[MigInstance],
+        pydantic.Field(max_length=64, json_schema_extra={"x-kubernetes-list-type": "atomic"}),
+    ] = pydantic.Field(default_factory=list)
+    """The MIG devices, by GPU instance id then compute instance id; empty while MIG is disabled."""
+
+
 class GPUStatus(meta.ApiModel):
     """Live readings of a GPU and who holds it."""
 
@@ -92,6 +145,8 @@ class GPUStatus(meta.ApiModel):
     `PCIeReplays`, `GpuLost` or `NvmlError` (docs/agent.md, "Health rules")."""
     observed_generation: meta.NonNegativeInt | None = None
     """The `metadata.generation` the agent last acted on."""
+    mig: GPUMig | None = None
+    """MIG mode and instances, read at every device discovery (60 s); absent on a GPU without MIG support."""
 
 
 PRINTER_COLUMNS: list[dict[str, object]] = [
@@ -104,5 +159,6 @@ PRINTER_COLUMNS: list[dict[str, object]] = [
     {"name": "Temp", "type": "number", "jsonPath": ".status.temperatureCelsius", "description": "°C"},
     {"name": "Util", "type": "number", "jsonPath": ".status.utilizationPercent", "description": "%"},
     {"name": "UUID", "type": "string", "jsonPath": ".spec.uuid", "priority": 1},
+    {"name": "MIG", "type": "string", "jsonPath": ".status.mig.mode", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
