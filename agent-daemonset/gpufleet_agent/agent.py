@@ -61,6 +61,7 @@ class Agent:
         self._sampler = sampling.Sampler(
             self._nvml,
             health.Tracker.of(settings),
+            on_xid=lambda uuid, xid: self.metrics.xid_errors.labels(self.host_name, uuid, str(xid)).inc(),
         )
         self._kubeconfig = kubeconfig
         self._allocation = allocation

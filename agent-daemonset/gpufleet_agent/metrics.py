@@ -79,6 +79,12 @@ class Metrics:
             "NVML calls that did not return within their deadline (a hung driver)",
             registry=self.registry,
         )
+        self.xid_errors = prometheus_client.Counter(
+            "gpufleet_gpu_xid_errors",
+            "XID errors the driver posted, by GPU and XID (application XIDs included: the alert decides)",
+            ["host", "uuid", "xid"],
+            registry=self.registry,
+        )
         self.nvml_hung = prometheus_client.Gauge(
             "gpufleet_agent_nvml_hung", "1 while an NVML call is stuck past its deadline", registry=self.registry
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from gpufleet_agent import health, nvml
 
@@ -31,9 +32,16 @@ class Sample:
 class Sampler:
     """Owns the NVML session and the health tracker; `discover` and `sample` run in the NVML thread."""
 
-    def __init__(self, library: nvml.Nvml, tracker: health.Tracker) -> None:
+    def __init__(
+        self,
+        library: nvml.Nvml,
+        tracker: health.Tracker,
+        on_xid: Callable[[str, int], None] = lambda uuid, xid: None,
+    ) -> None:
         self._nvml = library
         self._tracker = tracker
+        self._on_xid = on_xid
+        """Told of every XID the driver posts (for the XID counter), critical or not."""
         self.devices: list[nvml.Device] = []
 
     def discover(self) -> list[nvml.Device]:
@@ -45,6 +53,8 @@ class Sampler:
     def sample(self, now: float) -> list[Sample]:
         """Every known GPU's readings and verdict at `now` (monotonic seconds)."""
         for event in self._nvml.drain_events():
+            if event.event_type & nvml.EVENT_XID_CRITICAL:
+                self._on_xid(event.uuid, event.xid)
             if self._tracker.record_event(event, now):
                 logger.warning("GPU %s: health event %s (XID %d)", event.uuid, event.event_type, event.xid)
         samples = []

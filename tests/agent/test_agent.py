@@ -128,9 +128,15 @@ async def test_a_hot_gpu_reports_its_temperature(run_agent: RunAgent, reader: Re
 async def test_a_critical_xid_makes_a_gpu_unhealthy_until_it_clears(
     run_agent: RunAgent, reader: Reader, node_name: str
 ) -> None:
-    async with run_agent(fakenvml.scenario("xid"), unhealthy_hold_seconds=1.0):
+    async with run_agent(fakenvml.scenario("xid"), unhealthy_hold_seconds=1.0) as node_agent:
         gpus = await eventually(lambda: _all_with_status(reader, node_name, 2))
         sick, fine = gpus[f"{node_name}-gpu0"], gpus[f"{node_name}-gpu1"]
+        # every XID is counted for the alerts, the application's too; only the critical one is a fault
+        xids = {
+            xid: metric(node_agent, "gpufleet_gpu_xid_errors_total", host=node_name, uuid=gpu["spec"]["uuid"], xid=xid)
+            for xid, gpu in (("79", sick), ("13", fine))
+        }
+        assert xids == {"79": 1.0, "13": 1.0}
         assert sick["status"]["state"] == "unhealthy"
         assert healthy_condition(sick)["status"] == "False"
         assert healthy_condition(sick)["reason"] == "XidCritical"

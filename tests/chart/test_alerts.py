@@ -45,6 +45,7 @@ ALERTS = [
     "GpufleetNoLeader",
     "GpufleetGPUUnhealthy",
     "GpufleetGPUHealthFlapping",
+    "GpufleetGPUXidStorm",
     "GpufleetGPUTemperatureHigh",
     "GpufleetFacadeErrors",
 ]
@@ -58,6 +59,7 @@ ALERT_KEYS = {
     "GpufleetNoLeader": "noLeader",
     "GpufleetGPUUnhealthy": "gpuUnhealthy",
     "GpufleetGPUHealthFlapping": "gpuHealthFlapping",
+    "GpufleetGPUXidStorm": "xidStorm",
     "GpufleetGPUTemperatureHigh": "gpuTemperature",
     "GpufleetFacadeErrors": "facadeErrors",
 }
