@@ -158,6 +158,29 @@ def api(dev: Dev) -> Api:
     return dev.api
 
 
+@pytest.fixture(autouse=True)
+def settled_fleet(request: pytest.FixtureRequest) -> None:
+    """Start every test from a fleet the REST listing agrees on.
+
+    Cleanup through the Kubernetes API returns before the facade's watch has seen it: a host
+    deleted by the previous test can still be listed for a moment and then vanish, which would
+    make a "bad input changes nothing" count differ by one. Waiting until REST shows exactly the
+    Hosts that Kubernetes holds (and is not deleting) takes the previous test's tail out of
+    this one.
+    """
+    if "api" not in request.fixturenames:
+        return
+    api: Api = request.getfixturevalue("api")
+    custom = request.getfixturevalue("custom")
+
+    def agreed() -> bool:
+        items = custom.list_cluster_custom_object(*HOSTS)["items"]
+        live = sum(1 for item in items if not item["metadata"].get("deletionTimestamp"))
+        return api.total() == live
+
+    wait_for(agreed, 15, what="REST to list exactly the Hosts Kubernetes holds")
+
+
 @pytest.fixture(scope="session")
 def custom(dev: Dev) -> Iterator[Any]:
     """`kubernetes.client.CustomObjectsApi` on the dev server's kubeconfig."""
