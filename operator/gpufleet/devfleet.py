@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -29,6 +30,9 @@ FAULT_EVERY_SECONDS = 45.0
 FAULT_SECONDS = 30.0
 #: A critical XID (fallen off the bus) and a temperature rise, the faults dealt out.
 CRITICAL_XID = 79
+#: Simulated nodes take addresses from 198.18.0.0/15, the range reserved for benchmarking
+#: (RFC 2544): distinct per node, as on a real fleet, and never a real machine's.
+SIMULATED_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
 
 
 @contextlib.asynccontextmanager
@@ -42,7 +46,14 @@ async def running(nodes: int, gpus: int, *, kubeconfig: str, seed: int | None = 
     for index, name in enumerate(names):
         load = LOADS[index % len(LOADS)]
         fake = fakenvml.scenario(load, gpus, seed=index, host_tag=f"{index:04x}")
-        settings = AgentSettings(node_name=name, register_node=True, simulate=gpus, simulate_load=load, metrics_port=0)
+        settings = AgentSettings(
+            node_name=name,
+            host_ip=SIMULATED_NETWORK[index + 1],
+            register_node=True,
+            simulate=gpus,
+            simulate_load=load,
+            metrics_port=0,
+        )
         node_agent = agent.Agent(settings, fake, kubeconfig=kubeconfig)
         fakes.append(fake)
         tasks.append(asyncio.create_task(node_agent.run(stop), name=f"agent {name}"))

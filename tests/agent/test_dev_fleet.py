@@ -26,6 +26,8 @@ async def test_simulated_nodes_register_with_their_gpus_and_share_one_machine(ku
     async with devfleet.running(3, 2, kubeconfig=str(kube.kubeconfig), seed=1) as names:
         assert len(set(names)) == 3
         await eventually(lambda: _registered_with_gpus(reader, names, 2), within=30)
+        addresses = [(await reader.host(name))["spec"]["ipAddress"] for name in names]
+        assert len(set(addresses)) == 3, addresses  # each node its own address, as on a real fleet
         leases = [await reader.lease(name) for name in names]
         assert all(lease and lease["spec"]["holderIdentity"] == name for lease, name in zip(leases, names, strict=True))
     for name in names:
