@@ -44,6 +44,9 @@ from gpufleet_agent.settings import AgentSettings
 
 logger = logging.getLogger(__name__)
 
+#: How often the agent says again that it heartbeats without its Lease.
+LEASE_WARN_EVERY_SECONDS = 60.0
+
 
 class Agent:
     def __init__(
@@ -92,6 +95,7 @@ class Agent:
         self._transitions: dict[str, gpustatus.Transition] = {}
         self._holders: dict[str, str] | None = None
         self._status_gate = heartbeat.StatusGate(settings.status_resync_seconds)
+        self._lease_warned: float | None = None
         self._capacity: machine.Capacity | None = None
 
     @property
@@ -407,14 +411,21 @@ class Agent:
 
     async def _heartbeat(self) -> None:
         bound = await self._ensure_host()
-        await heartbeat.renew(
-            self.api,
-            bound,
-            namespace=self.settings.host_lease_namespace,
-            holder=self.settings.node_name,
-            duration=self.settings.lease_duration_seconds,
-        )
-        self.metrics.writes.labels("lease").inc()
+        try:
+            await heartbeat.renew(
+                self.api,
+                bound,
+                namespace=self.settings.host_lease_namespace,
+                holder=self.settings.node_name,
+                duration=self.settings.lease_duration_seconds,
+            )
+        except heartbeat.LeaseUnwritable as error:
+            leased = False
+            self.metrics.api_errors.inc()
+            self._warn_lease_unwritable(bound["metadata"]["name"], error)
+        else:
+            leased = True
+            self.metrics.writes.labels("lease").inc()
         used = None
         if self._holders is not None:
             used = sum(1 for s in self.latest if s.device.uuid in self._holders or str(s.device.index) in self._holders)
@@ -424,12 +435,30 @@ class Agent:
         usage = machine.simulated_usage(self._capacity) if simulated else machine.usage()
         health, now = self.host_health(), self._clock()
         report = heartbeat.Report.of(usage, self._capacity, health=health, used_gpus=used)
-        if not self._status_gate.due(report, now):
-            return
+        if leased and not self._status_gate.due(report, now):
+            return  # without the Lease, the status's lastHeartbeat is the heartbeat: written every time
         body = heartbeat.patch(usage, health=health, used_gpus=used, now=heartbeat.utc_now())
         await heartbeat.send(self.api, bound["metadata"]["name"], body)
         self._status_gate.written(report, now)
         self.metrics.writes.labels("host_status").inc()
+
+    def _warn_lease_unwritable(self, host_name: str, error: heartbeat.LeaseUnwritable) -> None:
+        """Say what is wrong, at most once a minute: the fallback keeps the host online, but
+        every heartbeat is now a Host status write, which every Host watcher receives."""
+        now = self._clock()
+        if self._lease_warned is not None and now - self._lease_warned < LEASE_WARN_EVERY_SECONDS:
+            return
+        self._lease_warned = now
+        logger.warning(
+            "cannot write the Lease of host %s in namespace %r (%s); heartbeating through the Host's status "
+            "instead. If the Lease is held by another node (kubectl -n %s get lease %s), delete it; "
+            "otherwise give this agent create and patch on leases there",
+            host_name,
+            self.settings.host_lease_namespace,
+            error,
+            self.settings.host_lease_namespace,
+            host_name,
+        )
 
     def _forget_host(self) -> None:
         """The Host is gone (deleted): bind again (or register) on the next round."""

@@ -6,6 +6,12 @@ watcher receives whole, is written only when what it reports changes (`StatusGat
 `status_resync_seconds`, as kubelet writes NodeStatus since KEP-589. The status carries only
 what the agent knows (its clock's time, that it is online, health, usage); `state`,
 `conditions`, `usedGpu` and `totalGpu` are the operator's, so the two never fight over a field.
+
+When the Lease cannot be written for a reason that retrying will not cure (`LeaseUnwritable`:
+403, because the chart's RBAC predates Leases or another node's agent created this host's Lease
+first and the admission policy keeps it theirs; 404 on create, because the Lease namespace does
+not exist), the agent heartbeats the way releases before Leases did, through the Host's status
+every interval: the operator counts that too, so the host stays online while someone fixes it.
 """
 
 from __future__ import annotations
@@ -41,6 +47,14 @@ async def send(api: kubeapi.KubeApi, host_name: str, body: kubeapi.JsonObj) -> N
     await api.merge_patch(f"{kubeapi.HOSTS}/{host_name}/status", body)
 
 
+class LeaseUnwritable(kubeapi.ApiError):
+    """The Host's Lease cannot be written, and retrying soon will not change that (module docstring)."""
+
+    def __init__(self, error: kubeapi.ApiError) -> None:
+        super().__init__(error.status, error.reason, "")
+        self.args = error.args  # the API's own words, as the error said them
+
+
 async def renew(api: kubeapi.KubeApi, bound: kubeapi.JsonObj, *, namespace: str, holder: str, duration: int) -> None:
     """Renew the Host's Lease; create it (owned by the Host) when it does not exist yet.
 
@@ -51,7 +65,7 @@ async def renew(api: kubeapi.KubeApi, bound: kubeapi.JsonObj, *, namespace: str,
     name = str(bound["metadata"]["name"])
     renewal = hostlease.renewal(holder=holder, duration_seconds=duration)
     try:
-        await api.merge_patch(hostlease.path(namespace, name), renewal)
+        await _patch(api, hostlease.path(namespace, name), renewal)
         return
     except kubeapi.ApiError as error:
         if not error.not_found:
@@ -67,9 +81,20 @@ async def renew(api: kubeapi.KubeApi, bound: kubeapi.JsonObj, *, namespace: str,
     try:
         await api.create(hostlease.path(namespace), manifest)
     except kubeapi.ApiError as error:
-        if error.status != 409:  # created meanwhile (another agent process): renew it
+        if error.status in (403, 404):  # 404 on create: the namespace is missing
+            raise LeaseUnwritable(error) from error
+        if error.status != 409:
             raise
-        await api.merge_patch(hostlease.path(namespace, name), renewal)
+        await _patch(api, hostlease.path(namespace, name), renewal)  # created meanwhile: renew it
+
+
+async def _patch(api: kubeapi.KubeApi, path: str, renewal: kubeapi.JsonObj) -> None:
+    try:
+        await api.merge_patch(path, renewal)
+    except kubeapi.ApiError as error:
+        if error.status == 403:
+            raise LeaseUnwritable(error) from error
+        raise
 
 
 @dataclasses.dataclass(frozen=True)

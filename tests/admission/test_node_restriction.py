@@ -422,6 +422,44 @@ async def test_a_lease_held_by_another_node_is_out_of_reach(
     assert hostlease.holder(await fleet.admin.get(hostlease.path(LEASES, node_a))) == node_a
 
 
+async def test_the_agent_takes_back_its_nodes_lease_that_another_node_created_first(
+    identities: Identities, fleet: Fleet, node_a: str, node_b: str, connect: Connect
+) -> None:
+    """Node B's agent creates the Lease of node A's new Host before A's first heartbeat (it may:
+    it holds it itself); A renews it all the same, and B cannot take it back."""
+    mine = await fleet.host(node_a, node_name=node_a)
+    fleet.track("lease", node_a)
+    squatter = connect(identities.node_token(node_b))
+    await _renew(squatter, mine, node_b)  # 404, then create, held by node B
+    assert hostlease.holder(await fleet.admin.get(hostlease.path(LEASES, node_a))) == node_b
+    await _renew(connect(identities.node_token(node_a)), mine, node_a)
+    assert hostlease.holder(await fleet.admin.get(hostlease.path(LEASES, node_a))) == node_a
+    await refused(_renew(squatter, mine, node_b), f"is held by {node_a}: the agent of node {node_b} may not take")
+
+
+async def test_an_agent_kept_out_of_its_hosts_lease_heartbeats_through_the_hosts_status(
+    run_agent: RunAgent, identities: Identities, fleet: Fleet, node_a: str, node_b: str, connect: Connect
+) -> None:
+    """A Host named otherwise, bound to node A, whose Lease node B created first: the policy cannot
+    tell that this Lease is A's, so A's agent heartbeats the way it did before Leases, through the
+    Host's status, every interval; the host stays alive and the error is counted."""
+    host_name = f"host-{node_a[-6:]}z"
+    bound = await fleet.host(host_name, node_name=node_a)
+    fleet.track("lease", host_name)
+    await _renew(connect(identities.node_token(node_b)), bound, node_b)
+    token = identities.node_token(node_a)
+    async with run_agent(fakenvml.scenario("one"), token=token, node_name=node_a, register_node=False) as running:
+        first = await eventually(lambda: _heartbeat_of(fleet.admin, host_name), within=15.0)
+
+        async def advanced() -> str | None:
+            stamp = await _heartbeat_of(fleet.admin, host_name)
+            return stamp if stamp != first else None
+
+        await eventually(advanced, within=15.0)
+        assert api_errors(running) > 0
+    assert hostlease.holder(await fleet.admin.get(hostlease.path(LEASES, host_name))) == node_b
+
+
 async def test_the_agent_takes_over_the_lease_its_host_had_as_a_legacy_host(
     identities: Identities, fleet: Fleet, node_a: str, connect: Connect
 ) -> None:

@@ -284,3 +284,15 @@ async def test_renewals_heartbeat_and_the_host_status_is_written_only_with_news(
         await eventually(lambda: metric(node_agent, "gpufleet_agent_api_writes_total", kind="lease") >= 12)
         status_writes = metric(node_agent, "gpufleet_agent_api_writes_total", kind="host_status")
     assert 1 <= status_writes <= 2  # the first report; one more only if the load average moved a tenth
+
+
+async def test_without_a_lease_namespace_the_host_status_carries_every_heartbeat(
+    run_agent: RunAgent, reader: Reader, node_name: str
+) -> None:
+    """A chart older than the agent (no Lease namespace yet): the host stays alive the old way."""
+    async with run_agent(
+        fakenvml.scenario("one"), heartbeat_interval_seconds=0.1, host_lease_namespace="no-such-namespace"
+    ) as node_agent:
+        await eventually(lambda: metric(node_agent, "gpufleet_agent_api_writes_total", kind="host_status") >= 10)
+        assert metric(node_agent, "gpufleet_agent_api_writes_total", kind="lease") == 0
+        assert metric(node_agent, "gpufleet_agent_api_errors_total") >= 10
