@@ -73,6 +73,11 @@ _EVENT_COLUMNS: tuple[JsonObj, ...] = (
     {"name": "Object", "type": "string", "jsonPath": ".involvedObject.name"},
     {"name": "Message", "type": "string", "jsonPath": ".message"},
 )
+# kube-apiserver prints who holds a Lease: `kubectl get leases` is how people see heartbeats.
+_LEASE_COLUMNS: tuple[JsonObj, ...] = (
+    {"name": "Holder", "type": "string", "jsonPath": ".spec.holderIdentity"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+)
 
 BUILTINS: tuple[ResourceDef, ...] = (
     _builtin("", "v1", "namespaces", "Namespace", False, shortnames=("ns",)),
@@ -89,7 +94,7 @@ BUILTINS: tuple[ResourceDef, ...] = (
     _builtin("", "v1", "secrets", "Secret", True, field_labels=("type",)),
     _builtin("", "v1", "configmaps", "ConfigMap", True, shortnames=("cm",)),
     _builtin("events.k8s.io", "v1", "events", "Event", True, shortnames=("ev",)),
-    _builtin("coordination.k8s.io", "v1", "leases", "Lease", True),
+    _builtin("coordination.k8s.io", "v1", "leases", "Lease", True, printer_columns=_LEASE_COLUMNS),
     _builtin(
         "apiextensions.k8s.io",
         "v1",

@@ -126,3 +126,12 @@ def test_kubectl_describe_shows_an_objects_events(api: Api, kube: Any, namespace
     api.ok("POST", f"/api/v1/namespaces/{namespace}/events", {**event, "type": "Normal"})
     described = _kubectl(kube, "describe", "widget", "w-described", "-n", namespace)
     assert "Polished" in described and "shiny" in described
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not on PATH")
+def test_kubectl_prints_who_holds_a_lease(api: Api, kube: Any, namespace: str) -> None:
+    lease = {"metadata": {"name": "node-7"}, "spec": {"holderIdentity": "node-7", "leaseDurationSeconds": 40}}
+    api.ok("POST", f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases", lease)
+    header, row = _kubectl(kube, "get", "leases", "-n", namespace).splitlines()
+    assert header.split() == ["NAME", "HOLDER", "AGE"]
+    assert row.split()[:2] == ["node-7", "node-7"]
