@@ -22,10 +22,13 @@ person reading `kubectl get gpus` knows what to do (docs/agent.md "Health rules"
   memory known to be bad.
 - **clock slowdowns**: a thermal or hardware slowdown halves the clocks or worse; every job on
   the GPU (and, in a multi-GPU job, every GPU waiting for it) runs slow. One sample of it is
-  normal (a P-state change, a brief power spike), so only a slowdown seen on every sample for
-  `slowdown_sustained_seconds` counts, and the GPU stays out for `slowdown_hold_seconds` after
-  it ends, so a GPU cooling down under no load is not handed a job that heats it up again at
-  once. The software power cap is normal operation (the board at its power limit): metric only.
+  normal (a P-state change, a brief power spike), so a slowdown counts once it showed on at
+  least `SLOWDOWN_SHARE` (half) of the samples of the last `slowdown_sustained_seconds`: a GPU
+  that throttles on and off slows its jobs as surely as one that throttles throughout, so a
+  clear sample now and then does not start the count over. The GPU stays out for
+  `slowdown_hold_seconds` after that ends, so a GPU cooling down under no load is not handed a
+  job that heats it up again at once. The software power cap is normal operation (the board at
+  its power limit): metric only.
 - **link error rates**: NVLink and PCIe errors are corrected by retransmission, so a few are
   harmless; a high rate means a bad link that slows or stalls traffic. Rates are counted over
   the last minute (`RATE_WINDOW_SECONDS`), against DCGM's limits by default, and the GPU stays
@@ -75,6 +78,10 @@ SLOWDOWN_CLOCKS = nvml.CLOCKS_HW_SLOWDOWN | nvml.CLOCKS_HW_POWER_BRAKE
 or heat): `HardwareSlowdown` once sustained. HW slowdown also shows with a thermal one, which
 then names the reason."""
 
+SLOWDOWN_SHARE = 0.5
+"""A slowdown counts once it showed on at least this share of the samples of the sustained time:
+half the time at half the clocks is no less harmful than a quarter of the time at a quarter."""
+
 RATE_WINDOW_SECONDS = 60.0
 """Error rates are counted over this much history: long enough that one 5 s sample's burst is
 averaged with the samples around it, short enough that a bad link shows within a minute."""
@@ -102,7 +109,7 @@ class Rules:
     """Thresholds and hold times of the signals that need them; defaults are the agent settings' defaults."""
 
     slowdown_sustained_seconds: float = 60.0
-    """A thermal or hardware slowdown counts once seen on every sample for this long."""
+    """A thermal or hardware slowdown counts once seen on at least SLOWDOWN_SHARE of the samples of this long."""
     slowdown_hold_seconds: float = 300.0
     """The GPU stays unhealthy this long after the slowdown ends."""
     nvlink_crc_errors_per_second: float = 100.0
@@ -174,8 +181,8 @@ class _Signals:
 
     states: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     """(reason, message) of the states the last reading showed (row remap, retired pages)."""
-    slowdown_since: dict[str, float] = dataclasses.field(default_factory=dict)
-    """Per slowdown reason, the first sample of the streak that shows it still."""
+    clock_samples: collections.deque[tuple[float, int]] = dataclasses.field(default_factory=collections.deque)
+    """(time, clock reasons) of the samples of the last `slowdown_sustained_seconds` (and the one just before)."""
     history: collections.deque[tuple[float, Counters]] = dataclasses.field(default_factory=collections.deque)
     """Error counters of the samples of the last `RATE_WINDOW_SECONDS` (and the one just before)."""
     held: dict[str, _Fault] = dataclasses.field(default_factory=dict)
@@ -235,17 +242,22 @@ class Tracker:
         self._record_link_errors(signals, readings, now)
 
     def _record_slowdown(self, signals: _Signals, reasons: int | None, now: float) -> None:
-        """A slowdown seen on every sample since `since`: unhealthy once that lasted the sustained time."""
+        """A slowdown on at least SLOWDOWN_SHARE of the samples over the sustained time: unhealthy."""
+        sustained = self._rules.slowdown_sustained_seconds
+        samples = signals.clock_samples
+        samples.append((now, reasons or 0))
+        while len(samples) >= 2 and samples[1][0] <= now - sustained:
+            samples.popleft()  # keep one sample at or before the window's start: it shows the window is covered
+        covered = samples[0][0] <= now - sustained
+        window = [bits for at, bits in samples if at > now - sustained] or [reasons or 0]
         for reason, mask in ((THERMAL_REASON, THERMAL_CLOCKS), (SLOWDOWN_REASON, SLOWDOWN_CLOCKS)):
             active = (reasons or 0) & mask
-            if not active:
-                signals.slowdown_since.pop(reason, None)  # a sample without it ends the streak
-                continue
-            since = signals.slowdown_since.setdefault(reason, now)
-            if now - since >= self._rules.slowdown_sustained_seconds:
-                names = ", ".join(name for name, bit in nvml.CLOCK_REASONS.items() if active & bit)
-                message = f"clocks held down by {names} for {round(now - since, 1):g}s"
-                signals.held[reason] = _Fault(reason, message, now + self._rules.slowdown_hold_seconds)
+            seen = sum(1 for bits in window if bits & mask)
+            if not covered or not active or seen < SLOWDOWN_SHARE * len(window):
+                continue  # observed too briefly, lifted now, or too rare: not (or no longer) a fault
+            names = ", ".join(name for name, bit in nvml.CLOCK_REASONS.items() if active & bit)
+            message = f"clocks held down by {names} on {seen} of {len(window)} samples in {sustained:g}s"
+            signals.held[reason] = _Fault(reason, message, now + self._rules.slowdown_hold_seconds)
 
     def _record_link_errors(self, signals: _Signals, readings: nvml.Readings, now: float) -> None:
         """NVLink and PCIe error counts over the last minute against their limits."""

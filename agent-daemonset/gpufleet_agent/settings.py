@@ -87,8 +87,8 @@ class AgentSettings(pydantic_settings.BaseSettings):
     ignored_xids: list[Annotated[int, pydantic.Field(ge=0)]] = pydantic.Field(default_factory=list)
     """XIDs to treat as application errors on top of 13, 31, 43, 45, 68 and 109 (JSON list, e.g. `[94]`)."""
     slowdown_sustained_seconds: NonNegativeFloat = 60.0
-    """A thermal or hardware clock slowdown makes a GPU unhealthy once seen on every sample for this long
-    (one sample of it is normal: a P-state change, a power spike); 0: at the first sample."""
+    """A thermal or hardware clock slowdown makes a GPU unhealthy once seen on at least half the samples
+    of this long (one sample of it is normal: a P-state change, a power spike); 0: at the first sample."""
     slowdown_hold_seconds: NonNegativeFloat = 300.0
     """A GPU stays unhealthy this long after its thermal or hardware slowdown ended, so that a GPU that
     cooled down idle is not handed a job that heats it up again at once."""

@@ -161,10 +161,10 @@ def test_a_single_sample_of_thermal_slowdown_leaves_the_gpu_healthy() -> None:
 def test_a_sustained_thermal_slowdown_makes_the_gpu_unhealthy_and_it_recovers_after_the_hold() -> None:
     gpus = node()
     gpus.fake.throttle(0, nvml.CLOCKS_HW_THERMAL | nvml.CLOCKS_HW_SLOWDOWN)
-    gpus.sample()  # the first sample that shows it
-    gpus.sample(55)
-    assert gpus.reason() == health.HEALTHY_REASON  # seen for 55 s: not yet
-    gpus.sample(5)
+    gpus.sample()  # the first sample that shows it, 5 s after the last clear one
+    gpus.sample(50)
+    assert gpus.reason() == health.HEALTHY_REASON  # 11 samples, 55 s: not yet a minute
+    gpus.sample(5)  # 12 samples: the whole last minute
     verdict = gpus.latest[0].verdict
     assert (verdict.healthy, verdict.reason) == (False, health.THERMAL_REASON)  # thermal names it, not HW
     assert "hw_thermal_slowdown" in verdict.message
@@ -175,18 +175,30 @@ def test_a_sustained_thermal_slowdown_makes_the_gpu_unhealthy_and_it_recovers_af
     assert gpus.latest[0].verdict == health.HEALTHY
 
 
-def test_a_slowdown_that_lifts_for_one_sample_starts_its_count_over() -> None:
+def test_a_slowdown_that_comes_and_goes_counts_once_it_held_half_the_samples() -> None:
+    """Thermal slowdown on every other sample: the jobs run slow all the same."""
     gpus = node()
+    for _ in range(6):  # a minute: on, off, on, off...
+        gpus.fake.throttle(0, nvml.CLOCKS_SW_THERMAL)
+        gpus.sample()
+        gpus.fake.throttle(0, 0)
+        gpus.sample()
     gpus.fake.throttle(0, nvml.CLOCKS_SW_THERMAL)
-    gpus.sample(55)
-    gpus.fake.throttle(0, 0)
     gpus.sample()
-    gpus.fake.throttle(0, nvml.CLOCKS_SW_THERMAL)
-    gpus.sample()
-    gpus.sample(55)
-    assert gpus.reason() == health.HEALTHY_REASON
-    gpus.sample(5)
-    assert gpus.reason() == health.THERMAL_REASON
+    verdict = gpus.latest[0].verdict
+    assert (verdict.healthy, verdict.reason) == (False, health.THERMAL_REASON)
+    assert "on 6 of 12 samples in 60s" in verdict.message
+
+
+def test_a_slowdown_on_fewer_than_half_the_samples_leaves_the_gpu_healthy() -> None:
+    """A power spike every 20 s (one sample in four) for ten minutes: normal operation."""
+    gpus = node()
+    for _ in range(30):
+        gpus.fake.throttle(0, nvml.CLOCKS_HW_SLOWDOWN)
+        gpus.sample()
+        gpus.fake.throttle(0, 0)
+        gpus.sample(15)
+    assert gpus.latest[0].verdict == health.HEALTHY
 
 
 @pytest.mark.parametrize("reason", [nvml.CLOCKS_HW_SLOWDOWN, nvml.CLOCKS_HW_POWER_BRAKE])
