@@ -17,9 +17,11 @@ person reading `kubectl get gpus` knows what to do (docs/agent.md "Health rules"
 
 - **states the driver holds until someone acts**: a row remap pending (`RowRemapPending`, reset
   the GPU), a row remap that found no spare row (`RowRemapFailure`, replace the GPU), retired
-  pages pending (`RetiredPagesPending`, reboot). Unhealthy exactly while NVML says so: the
-  driver clears them, so no hold time is needed, and a GPU handed out meanwhile would run on
-  memory known to be bad.
+  pages pending (`RetiredPagesPending`, reboot), an NVLink that was active and is down
+  (`NVLinkDown`: reset the GPU, check the NVSwitch fabric). Unhealthy exactly while NVML says so:
+  the driver clears them, so no hold time is needed, and a GPU handed out meanwhile would run on
+  memory known to be bad, or talk to its peers over a missing link (slower over PCIe, or not at
+  all). Only a link seen active since the agent started counts: one never cabled is no fault.
 - **clock slowdowns**: a thermal or hardware slowdown halves the clocks or worse; every job on
   the GPU (and, in a multi-GPU job, every GPU waiting for it) runs slow. One sample of it is
   normal (a P-state change, a brief power spike), so a slowdown counts once it showed on at
@@ -67,6 +69,7 @@ ROW_REMAP_FAILURE_REASON = "RowRemapFailure"
 ROW_REMAP_PENDING_REASON = "RowRemapPending"
 RETIRED_PAGES_PENDING_REASON = "RetiredPagesPending"
 NVLINK_REASON = "NVLinkErrors"
+NVLINK_DOWN_REASON = "NVLinkDown"
 PCIE_REASON = "PCIeReplays"
 THERMAL_REASON = "ThermalThrottling"
 SLOWDOWN_REASON = "HardwareSlowdown"
@@ -95,6 +98,7 @@ _PRIORITY = (
     ROW_REMAP_FAILURE_REASON,
     ROW_REMAP_PENDING_REASON,
     RETIRED_PAGES_PENDING_REASON,
+    NVLINK_DOWN_REASON,
     XID_REASON,
     ECC_REASON,
     NVLINK_REASON,
@@ -358,6 +362,15 @@ def _states(readings: nvml.Readings) -> list[tuple[str, str]]:
             (
                 RETIRED_PAGES_PENDING_REASON,
                 "memory pages are pending retirement; reboot (or reload the driver) to retire them",
+            )
+        )
+    if readings.nvlinks_down:
+        links = ", ".join(str(link) for link in readings.nvlinks_down)
+        found.append(
+            (
+                NVLINK_DOWN_REASON,
+                f"NVLink {links} down (active before): traffic to its peers is slower or fails; "
+                "reset the GPU, and check the NVSwitch fabric manager",
             )
         )
     return found

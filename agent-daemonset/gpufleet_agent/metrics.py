@@ -177,6 +177,11 @@ class _Signals(registry.Collector):
             "NVLink errors per active link since the driver loaded, by counter: crc_flit, crc_data, replay, recovery",
             labels=(*GPU_LABELS, "link", "counter"),
         )
+        links_down = gauge(
+            "gpufleet_gpu_nvlinks_down",
+            "NVLinks active since the agent started that are down now (GPUs with NVLink only)",
+            labels=GPU_LABELS,
+        )
         pcie = counter(
             "gpufleet_gpu_pcie_replays",
             "PCIe replays (link retransmissions) since the driver loaded",
@@ -221,6 +226,8 @@ class _Signals(registry.Collector):
                     clocks.add_metric([*labels, reason], float(bool(readings.clock_reasons & bit)))
             for (link, name), count in sorted(readings.nvlink_errors.items()):
                 nvlink.add_metric([*labels, str(link), name], count)
+            if readings.nvlink_errors or readings.nvlinks_down:
+                links_down.add_metric(labels, len(readings.nvlinks_down))
             if readings.pcie_replays is not None:
                 pcie.add_metric(labels, readings.pcie_replays)
             if sample.mig is not None:
@@ -242,6 +249,7 @@ class _Signals(registry.Collector):
             pages,
             clocks,
             nvlink,
+            links_down,
             pcie,
             mig_mode,
             mig_instances,

@@ -194,6 +194,8 @@ class Readings:
     """Why the clocks are below their maximum now: a bit mask of `CLOCKS_*` (NVML's clock event reasons)."""
     nvlink_errors: Mapping[tuple[int, str], int] = dataclasses.field(default_factory=dict)
     """NVLink error counters of the active links: (link, counter name from `NVLINK_COUNTERS`) -> count."""
+    nvlinks_down: tuple[int, ...] = ()
+    """NVLinks that were active since the agent started and are down now."""
     pcie_replays: int | None = None
     """PCIe replays (link-level retransmissions) since the driver loaded."""
 
@@ -253,7 +255,10 @@ class Nvml:
         self._registered: set[str] = set()
         self._event_set: Any = None
         self._nvlinks: dict[int, tuple[int, ...]] = {}
-        """Per device index, the NVLinks that were active at discovery (empty: none, or no NVLink)."""
+        """Per device index, the NVLinks to watch: every link seen active at a discovery since the
+        agent started (empty: none, or no NVLink), so that one that went down stays watched."""
+        self._links_seen: dict[str, frozenset[int]] = {}
+        """Per GPU UUID, the NVLinks seen active at any discovery (a GPU's index may change, its UUID not)."""
         self._reported: set[tuple[str, int]] = set()
         """(call, error code) pairs of unexpected signal errors already logged, so that each is logged once."""
         self._old_clock_reasons = False
@@ -305,9 +310,12 @@ class Nvml:
                 devices[index] = self._devices.get(index) or Device(index, uuid="", model_name="", memory_total=0)
         self._handles = handles
         self._devices = devices
-        self._nvlinks = {index: self._active_links(index) for index in devices}
-        self._mig = {index: self._read_mig(index) for index in devices}
+        self._nvlinks = {
+            index: self._links_to_watch(device, self._active_links(index)) for index, device in devices.items()
+        }
         present = {device.uuid for device in devices.values()}
+        self._links_seen = {uuid: links for uuid, links in self._links_seen.items() if uuid in present}
+        self._mig = {index: self._read_mig(index) for index in devices}
         self._mig_profiles = {uuid: table for uuid, table in self._mig_profiles.items() if uuid in present}
         self._register_events([d for d in devices.values() if d.uuid and d.uuid not in self._registered])
         return list(devices.values())
@@ -330,13 +338,21 @@ class Nvml:
                 self._registered.add(device.uuid)
                 break
 
+    def _links_to_watch(self, device: Device, active: tuple[int, ...]) -> tuple[int, ...]:
+        """The links active now and those active at an earlier discovery: a link that went down is a fault."""
+        if not device.uuid:
+            return active
+        seen = self._links_seen.get(device.uuid, frozenset()) | set(active)
+        self._links_seen[device.uuid] = seen
+        return tuple(sorted(seen))
+
     def _active_links(self, index: int) -> tuple[int, ...]:
         """The device's active NVLinks, probed once per discovery rather than at every sample.
 
         Up to `NVLINK_MAX_LINKS` (36) state calls per GPU: worth it once a minute, not every 5 s.
         A PCIe board answers NotSupported at link 0; a link index past the board's links answers
         InvalidArgument or NotSupported; an inactive link (no peer cabled, or down) answers 0.
-        A link that goes down between discoveries keeps being read; its counters just stop moving.
+        A link that goes down keeps being watched (`_links_to_watch`): each sample reads its state.
         """
         handle = self._handles.get(index)
         if handle is None:
@@ -468,6 +484,7 @@ class Nvml:
             "nvmlDeviceGetRetiredPagesPendingStatus",
             lambda: self._library.nvmlDeviceGetRetiredPagesPendingStatus(handle),
         )
+        errors, down = self._nvlinks_read(index, handle)
         return Readings(
             temperature_celsius=self._optional(
                 lambda: float(self._library.nvmlDeviceGetTemperature(handle, TEMPERATURE_GPU))
@@ -486,7 +503,8 @@ class Nvml:
             retired_pages_double_bit=self._retired_pages(handle, PAGE_RETIREMENT_DOUBLE_BIT),
             retired_pages_single_bit=self._retired_pages(handle, PAGE_RETIREMENT_SINGLE_BIT),
             clock_reasons=self._clock_reasons(handle),
-            nvlink_errors=self._nvlink_errors(index, handle),
+            nvlink_errors=errors,
+            nvlinks_down=down,
             pcie_replays=self._signal(
                 "nvmlDeviceGetPcieReplayCounter", lambda: int(self._library.nvmlDeviceGetPcieReplayCounter(handle))
             ),
@@ -518,9 +536,18 @@ class Nvml:
             lambda: int(self._library.nvmlDeviceGetCurrentClocksThrottleReasons(handle)),
         )
 
-    def _nvlink_errors(self, index: int, handle: Any) -> dict[tuple[int, str], int]:
+    def _nvlinks_read(self, index: int, handle: Any) -> tuple[dict[tuple[int, str], int], tuple[int, ...]]:
+        """The error counters of the watched links that are up, and the watched links that are down."""
         counters: dict[tuple[int, str], int] = {}
+        down: list[int] = []
         for link in self._nvlinks.get(index, ()):
+            state = self._signal(
+                "nvmlDeviceGetNvLinkState",
+                lambda: self._library.nvmlDeviceGetNvLinkState(handle, link),  # noqa: B023 - called at once
+            )
+            if state is not None and state != FEATURE_ENABLED:
+                down.append(link)
+                continue
             for name, counter in NVLINK_COUNTERS.items():
                 value = self._signal(
                     "nvmlDeviceGetNvLinkErrorCounter",
@@ -528,7 +555,7 @@ class Nvml:
                 )
                 if value is not None:
                     counters[link, name] = value
-        return counters
+        return counters, tuple(down)
 
     def _signal(self, call: str, read: Callable[[], _T]) -> _T | None:
         """A health signal's reading, or None where the device or driver does not have it.

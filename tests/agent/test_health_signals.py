@@ -292,6 +292,34 @@ def test_a_pcie_card_has_no_nvlink_and_stays_healthy() -> None:
     assert gpus.readings().nvlink_errors == {}
     assert samples[0].verdict == health.HEALTHY
     assert value(samples, "gpufleet_gpu_nvlink_errors_total") is None
+    assert value(samples, "gpufleet_gpu_nvlinks_down") is None
+
+
+def test_an_nvlink_that_goes_down_makes_the_gpu_unhealthy_until_it_is_back() -> None:
+    gpus = node(2)
+    assert value(gpus.sample(), "gpufleet_gpu_nvlinks_down", gpu="1") == 0
+    gpus.fake.set_nvlink_active(1, 4, False)
+    samples = gpus.sample()  # at the next sample, not the next discovery
+    assert (gpus.reason(0), gpus.reason(1)) == (health.HEALTHY_REASON, health.NVLINK_DOWN_REASON)
+    assert "NVLink 4 down" in gpus.latest[1].verdict.message
+    assert value(samples, "gpufleet_gpu_nvlinks_down", gpu="1") == 1
+    gpus.sampler.discover()  # rediscovery finds link 4 inactive: it stays watched all the same
+    gpus.sample(120)
+    assert gpus.reason(1) == health.NVLINK_DOWN_REASON
+    gpus.fake.set_nvlink_active(1, 4, True)  # reset, fabric fixed
+    samples = gpus.sample()
+    assert gpus.latest[1].verdict == health.HEALTHY
+    assert value(samples, "gpufleet_gpu_nvlinks_down", gpu="1") == 0
+
+
+def test_a_link_never_seen_up_is_no_fault() -> None:
+    """Not cabled (or down since before the agent started: the agent cannot tell the two apart)."""
+    fake = fakenvml.FakeNVML(1)
+    fake.set_nvlink_active(0, 11, False)
+    gpus = Node(fake)
+    samples = gpus.sample(60)
+    assert samples[0].verdict == health.HEALTHY
+    assert value(samples, "gpufleet_gpu_nvlinks_down") == 0
 
 
 # ----- PCIe ---------------------------------------------------------------------------------------------------

@@ -141,8 +141,8 @@ class GPUStatus(meta.ApiModel):
         pydantic.Field(json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
     ] = pydantic.Field(default_factory=list)
     """`Healthy`: False with a reason naming the signal: `XidCritical`, `DoubleBitEcc`, `RowRemapPending`,
-    `RowRemapFailure`, `RetiredPagesPending`, `ThermalThrottling`, `HardwareSlowdown`, `NVLinkErrors`,
-    `PCIeReplays`, `GpuLost` or `NvmlError` (docs/agent.md, "Health rules")."""
+    `RowRemapFailure`, `RetiredPagesPending`, `NVLinkDown`, `ThermalThrottling`, `HardwareSlowdown`,
+    `NVLinkErrors`, `PCIeReplays`, `GpuLost` or `NvmlError` (docs/agent.md, "Health rules")."""
     observed_generation: meta.NonNegativeInt | None = None
     """The `metadata.generation` the agent last acted on."""
     mig: GPUMig | None = None
