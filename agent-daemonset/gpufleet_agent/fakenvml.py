@@ -478,7 +478,8 @@ class FakeNVML:
                 gpu.nvlink_counters[key] = gpu.nvlink_counters.get(key, 0) + added
 
     def set_nvlink_active(self, index: int, link: int, active: bool) -> None:
-        """Bring an NVLink up or down (the agent sees it at its next discovery)."""
+        """Bring an NVLink up or down: the agent sees a watched link go down or come back at its next
+        sample, a link it never saw up at its next discovery."""
         with self._lock:
             self.devices[index].nvlinks_active[link] = active
 
