@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
+import shutil
+import subprocess
 import uuid
 from typing import Any
 
 import aiohttp
+import pytest
 
 from gpufleet.api import formats, host, meta
 from tests.support.waiting import eventually as eventually  # re-exported: the facade tests import it from here
@@ -158,3 +162,34 @@ def hosts_with_ip(k8s: K8s, ip: str) -> list[str]:
 
 def configmap_path(namespace: str, name: str = "") -> str:
     return f"/api/v1/namespaces/{namespace}/configmaps" + (f"/{name}" if name else "")
+
+
+def self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A certificate for 127.0.0.1 and its key, made by openssl in `folder` (the test skips without openssl)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "tls.crt", folder / "tls.key"
+    command = [
+        openssl,
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    ]
+    subprocess.run(command, check=True, capture_output=True)
+    return cert, key

@@ -11,17 +11,22 @@ observer, so those tests need the emulator.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
+import pathlib
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+import yarl
 
 from gpufleet.api import formats, hostlease, meta
 from gpufleet.facade import app as facade_app
 from gpufleet.facade import routes
 from gpufleet.settings import Settings
 from kube_emulator import Emulator
+from kube_emulator.cluster import write_kubeconfig
+from kube_emulator.faultproxy import FaultProxy, match_request
 from kube_emulator.faults import RequestInfo, RequestRecord
 
 from .conftest import FacadeTestServer, StartFacade
@@ -319,3 +324,52 @@ class TestFailures:
         finally:
             stop()
             await server.close()
+
+
+@pytest.fixture
+async def proxied(kube: Any, emulator: Emulator, tmp_path: pathlib.Path) -> AsyncIterator[tuple[FaultProxy, str]]:
+    """A fault proxy between a facade and the emulated API, and a kubeconfig through it."""
+    port = yarl.URL(kube.url).port
+    assert port is not None
+    async with FaultProxy("127.0.0.1", port) as proxy:
+        yield proxy, str(write_kubeconfig(tmp_path / "kubeconfig", proxy.url))
+
+
+@pytest.mark.emulator
+class TestBrokenLink:
+    """Heartbeats when the connection that carries the Lease renewals breaks."""
+
+    async def test_a_renewal_connection_dropped_as_the_request_arrives_costs_no_heartbeat(
+        self, proxied: tuple[FaultProxy, str], start_facade: StartFacade, settings: Settings, k8s: K8s
+    ) -> None:
+        proxy, kubeconfig = proxied
+        facade = await start_facade(settings, kubeconfig=kubeconfig)
+        host = await facade.register()
+        host_id = host["host_id"]
+        assert await facade.heartbeat(host_id, host["agent_token"]) == (200, RECEIVED)  # its connection is kept
+        renewed = lease_of(k8s, host_id)[1]["spec"]["renewTime"]
+        # What a server restarting, or closing an idle connection, does to a request it did not read.
+        cut = proxy.cut_after(match_request("PATCH", f"/leases/{host_id}", headers_only=True), rst=False)
+        assert await facade.heartbeat(host_id, host["agent_token"]) == (200, RECEIVED)
+        assert len(cut.fired) == 1
+        assert lease_of(k8s, host_id)[1]["spec"]["renewTime"] > renewed
+
+    async def test_a_renewal_that_hangs_is_503_in_time_and_the_next_heartbeat_renews(
+        self, proxied: tuple[FaultProxy, str], start_facade: StartFacade, settings: Settings, k8s: K8s
+    ) -> None:
+        proxy, kubeconfig = proxied
+        facade = await start_facade(settings.model_copy(update={"api_timeout_seconds": 1.0}), kubeconfig=kubeconfig)
+        host = await facade.register()
+        host_id = host["host_id"]
+        assert await facade.heartbeat(host_id, host["agent_token"]) == (200, RECEIVED)
+        proxy.stall()
+        try:
+            started = time.monotonic()
+            status, answer = await facade.heartbeat(host_id, host["agent_token"])
+            took = time.monotonic() - started
+        finally:
+            proxy.forward()
+        assert (status, answer["code"]) == (503, 50301) and took < 2.5
+        renewed = lease_of(k8s, host_id)[1]["spec"]["renewTime"]
+        assert await facade.heartbeat(host_id, host["agent_token"]) == (200, RECEIVED)
+        assert lease_of(k8s, host_id)[1]["spec"]["renewTime"] > renewed

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-import shutil
 import ssl
-import subprocess
 from typing import Any
 
 import aiohttp
@@ -18,7 +16,7 @@ from kube_emulator import Emulator
 from tests.support.ports import free_port
 
 from .conftest import StartFacade
-from .helpers import HOSTS_PATH, VIEWER_TOKEN, Facade, K8s, eventually, unique_ip, unique_name
+from .helpers import HOSTS_PATH, VIEWER_TOKEN, Facade, K8s, eventually, self_signed, unique_ip, unique_name
 
 
 async def _get(facade: Facade, path: str) -> tuple[int, str]:
@@ -113,38 +111,8 @@ async def test_the_caches_recover_when_the_watch_history_is_gone(facade: Facade,
         k8s("DELETE", f"{HOSTS_PATH}/{name}")
 
 
-def _self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("needs the openssl command to make a certificate")
-    folder.mkdir(parents=True, exist_ok=True)
-    cert, key = folder / "tls.crt", folder / "tls.key"
-    command = [
-        openssl,
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=localhost",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-keyout",
-        str(key),
-        "-out",
-        str(cert),
-    ]
-    subprocess.run(command, check=True, capture_output=True)
-    return cert, key
-
-
 async def test_serves_https_and_stops_when_asked(settings: Settings, tmp_path: pathlib.Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     port = free_port()
     stop, ready = asyncio.Event(), asyncio.Event()
     config = settings.model_copy(
@@ -182,8 +150,8 @@ def _der(cert: pathlib.Path) -> bytes:
 async def test_a_rotated_certificate_is_served_without_a_restart(
     settings: Settings, tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    old_cert, old_key = _self_signed(tmp_path / "old")
-    new_cert, new_key = _self_signed(tmp_path / "new")
+    old_cert, old_key = self_signed(tmp_path / "old")
+    new_cert, new_key = self_signed(tmp_path / "new")
     live = tmp_path / "live"
     live.mkdir()
     cert, key = live / "tls.crt", live / "tls.key"

@@ -99,6 +99,7 @@ async def _connected(services: routes.Services, kubeconfig: str | None) -> Async
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            services.kube.close()
 
 
 async def _watching(watch: reload.FileWatch, interval: float) -> AsyncIterator[None]:
