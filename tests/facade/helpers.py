@@ -51,6 +51,17 @@ def unique_ip() -> str:
     return f"10.{raw[0]}.{raw[1]}.{raw[2]}"
 
 
+def unique_ipv6_groups() -> tuple[int, int]:
+    """Two non-zero 16-bit groups that make `fd00::<a>:<b>` an address no other test uses.
+
+    Thirty-two random bits, as `unique_ip` has 24: a test that registers an address a few times
+    over, in several spellings, must not meet an address it registered itself a round before.
+    The groups are never 0, so every spelling built from them is of the same address.
+    """
+    raw = uuid.uuid4().bytes
+    return 1 + int.from_bytes(raw[0:2]) % 0xFFFF, 1 + int.from_bytes(raw[2:4]) % 0xFFFF
+
+
 def unique_name(prefix: str = "kubectl") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

@@ -10,7 +10,7 @@ import pytest
 from gpufleet.facade import errors, translate
 from kube_emulator import Emulator, RequestInfo
 
-from .helpers import HOSTS_PATH, REGISTRATION, VIEWER_TOKEN, Facade, K8s, unique_ip
+from .helpers import HOSTS_PATH, REGISTRATION, VIEWER_TOKEN, Facade, K8s, unique_ip, unique_ipv6_groups
 
 
 def _hosts_with_ip(k8s: K8s, ip: str) -> list[str]:
@@ -81,7 +81,8 @@ class TestRegistrationInput:
         assert (status, answer["code"]) == (413, 41301)
 
     async def test_a_second_host_with_the_same_ip_is_409(self, facade: Facade, k8s: K8s) -> None:
-        first = await facade.register(ip_address="fd00::a:" + unique_ip().split(".")[-1])
+        a, b = unique_ipv6_groups()
+        first = await facade.register(ip_address=f"fd00::{a:x}:{b:x}")
         ip = k8s.ok("GET", f"{HOSTS_PATH}/{first['host_id']}")["spec"]["ipAddress"]
         same = ip.replace("fd00::", "fd00:0::")  # the same address, spelled differently
         status, answer = await facade.call("POST", "/api/v1/hosts", json=_body(ip_address=same))

@@ -37,6 +37,7 @@ from .helpers import (
     eventually,
     hosts_with_ip,
     unique_ip,
+    unique_ipv6_groups,
     unique_name,
 )
 
@@ -131,8 +132,8 @@ def _is_duplicate(status: int, answer: Any) -> bool:
 
 
 def _ipv6_spellings() -> list[str]:
-    last = unique_ip().rsplit(".", 1)[-1]
-    return [f"fd00::a:{last}", f"fd00:0::a:{last}", f"FD00:0:0::A:{last}"]
+    a, b = unique_ipv6_groups()
+    return [f"fd00::{a:x}:{b:x}", f"fd00:0::{a:x}:{b:x}", f"FD00:0:0::{a:X}:{b:X}"]
 
 
 @pytest.mark.parametrize(
