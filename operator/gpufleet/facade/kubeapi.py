@@ -130,13 +130,7 @@ class Kubernetes:
         async def fetch() -> Obj:
             response = await call
             async with response:
-                data = await response.read()
-                if not 200 <= response.status <= 299:
-                    error = exceptions.ApiException(status=response.status, reason=response.reason)
-                    error.body = data  # the Status, for api_message
-                    raise error
-                result: Obj = json.loads(data)
-                return result
+                return _object_or_raise(response.status, response.reason, await response.read())
 
         return await self._call(fetch())
 
@@ -223,12 +217,7 @@ class Kubernetes:
     async def _renew(self, path: str, headers: dict[str, str], data: bytes) -> Obj:
         assert self._renewals is not None
         response = await self._renewals.request("PATCH", path, headers, data)
-        if not 200 <= response.status <= 299:
-            error = exceptions.ApiException(status=response.status, reason=response.reason)
-            error.body = response.body  # the Status, for api_message
-            raise error
-        result: Obj = json.loads(response.body)
-        return result
+        return _object_or_raise(response.status, response.reason, response.body)
 
     async def create_lease(self, body: Obj) -> Obj:
         return await self._json(
@@ -333,13 +322,25 @@ class _WithUserAgent:
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NETRC")
 
 
+def _object_or_raise(status: int, reason: str | None, body: bytes) -> Obj:
+    """The object an API answer carries, or the ApiException its status means (the Status body kept for api_message)."""
+    if not 200 <= status <= 299:
+        error = exceptions.ApiException(status=status, reason=reason)
+        error.body = body
+        raise error
+    result: Obj = json.loads(body)
+    return result
+
+
+def _proxy_variables_set() -> bool:
+    """Whether a proxy variable is set, which the API client's session (`trust_env=True`) would heed."""
+    return any(os.environ.get(name) for name in _PROXY_VARIABLES)
+
+
 def _renewal_pool(api: client.ApiClient) -> http1.Pool | None:
     """A pool for Lease renewals to the API client's server, or None where that needs a proxy or a TLS server name."""
     config = api.configuration
-    rest = api.rest_client
-    if getattr(rest, "proxy", None) or getattr(rest, "server_hostname", None) or config.tls_server_name:
-        return None
-    if any(os.environ.get(name) for name in _PROXY_VARIABLES):  # the client's session would heed them
+    if config.proxy or config.tls_server_name or _proxy_variables_set():
         return None
     url = yarl.URL(str(config.host))
     tls = None
@@ -362,5 +363,5 @@ def _stop_consulting_the_environment(api: client.ApiClient) -> None:
     proxy variables those lookups find nothing, so they are skipped.
     """
     session = getattr(api.rest_client, "pool_manager", None)
-    if isinstance(session, aiohttp.ClientSession) and not any(os.environ.get(name) for name in _PROXY_VARIABLES):
+    if isinstance(session, aiohttp.ClientSession) and not _proxy_variables_set():
         session._trust_env = False
