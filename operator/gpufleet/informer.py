@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 
 from gpufleet import backoff
 
@@ -66,6 +67,22 @@ STALL_CAP_SECONDS = 90.0
 STALL_FLOOR_SECONDS = 3.0
 #: A watch is stalled after this many of its usual gaps without a byte.
 STALL_FACTOR = 20.0
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """A JSON document from the API server: a list page, a watch event, an answer.
+
+    orjson reads a Kubernetes object in about 40% of the standard library's time, and informers
+    read every event of every watched object. It refuses one thing JSON allows: an escaped
+    unpaired surrogate (`"\\ud800"`, which RFC 8259 leaves to the reader). kube-apiserver replaces
+    those, but a server written in Python (the emulated API) sends them back as it stored them,
+    and one such object must not make an informer fail on every list: the standard library's
+    parser reads it.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def resource_version(obj: Obj) -> int | None:
@@ -388,7 +405,7 @@ class Informer:
                     continue
                 if response.status != 200:
                     raise RuntimeError(f"list answered HTTP {response.status}")
-                page = json.loads(await response.read())
+                page = parse_json(await response.read())
             items.extend(kept for obj in page.get("items") or [] if (kept := self.store.prepare(obj)) is not None)
             page["items"] = None  # let the page's whole objects go now
             token = (page.get("metadata") or {}).get("continue") or None
@@ -433,7 +450,7 @@ class Informer:
             try:
                 async for line in response.content:
                     if line.strip():
-                        self._handle(json.loads(line))
+                        self._handle(parse_json(line))
             except aiohttp.ClientError:
                 if watchdog.done():
                     raise Stalled(f"no data for {self.inactivity.limit():.3g}s") from None

@@ -83,6 +83,26 @@ async def test_it_lists_in_pages_then_follows_every_change(async_api_client: cli
     assert seen.upserts[-1] == "after" and seen.deletes == ["before-0"]
 
 
+async def test_an_object_holding_an_unpaired_surrogate_is_listed_and_watched_like_any_other(
+    async_api_client: client.ApiClient, namespace: str
+) -> None:
+    """JSON may escape an unpaired surrogate; kube-apiserver stores U+FFFD instead, the emulated
+    API keeps it. Either way the object is seen, and the changes after it too."""
+    core = client.CoreV1Api(async_api_client)
+    odd = {"k": "half a pair: \ud800"}
+    await core.create_namespaced_config_map(namespace, {"metadata": {"name": "listed"}, "data": odd})
+    seen = Recorder()
+    async with running(configmaps(async_api_client, namespace, seen)) as view:
+        assert seen.upserts == ["listed"]
+        await core.create_namespaced_config_map(namespace, {"metadata": {"name": "watched"}, "data": odd})
+        await create(async_api_client, namespace, "after")
+        await eventually(lambda: f"{namespace}/after" in view.store)
+        assert seen.upserts == ["listed", "watched", "after"] and view.fresh
+        for name in ("listed", "watched"):
+            stored = view.store.get(f"{namespace}/{name}")
+            assert stored is not None and stored["data"]["k"] in ("half a pair: \ud800", "half a pair: \ufffd")
+
+
 @pytest.mark.emulator
 async def test_a_relist_after_a_gap_reports_what_was_deleted_meanwhile(
     async_api_client: client.ApiClient, namespace: str, emulator: Any
