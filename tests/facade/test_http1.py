@@ -10,13 +10,16 @@ The facade's own tests run every heartbeat through this pool against the emulate
 from __future__ import annotations
 
 import asyncio
+import json
 import pathlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from kubernetes_asyncio import client
 
-from gpufleet.facade import http1
+from gpufleet.api import hostlease
+from gpufleet.facade import http1, kubeapi
 
 from .helpers import self_signed
 
@@ -232,7 +235,23 @@ async def test_a_header_value_with_a_line_break_is_refused_before_anything_is_se
 ) -> None:
     with pytest.raises(ValueError, match="line break or NUL"):
         await pool.request("PATCH", LEASE, {"User-Agent": value}, b"{}")
+    with pytest.raises(ValueError, match="line break or NUL"):
+        http1.Headers({"Accept": "application/json", "User-Agent": value})
     assert server.requests == []
+
+
+async def test_headers_rendered_once_are_sent_with_each_request_and_its_own(pool: http1.Pool, server: Server) -> None:
+    common = http1.Headers({"Content-Type": "application/merge-patch+json", "authorization": "Bearer t0ken"})
+    for caller in ("agent:h1", "agent:h2"):
+        await pool.request("PATCH", LEASE, common + http1.Headers({"User-Agent": caller}), b"{}")
+    for request, caller in zip(server.requests, ("agent:h1", "agent:h2"), strict=True):
+        head = request.split(b"\r\n\r\n")[0].split(b"\r\n")
+        assert head[2:] == [
+            b"Content-Type: application/merge-patch+json",
+            b"authorization: Bearer t0ken",
+            b"User-Agent: " + caller.encode(),
+            b"Content-Length: 2",
+        ]
 
 
 async def test_at_most_size_connections_are_open_at_once(server: Server) -> None:
@@ -288,3 +307,26 @@ async def test_tls_is_verified_against_the_configured_ca(certificate: tuple[path
         trusting.close()
         strangers.close()
         await server.stop()
+
+
+async def test_the_facade_renews_with_credentials_rotated_since_its_last_renewal(server: Server) -> None:
+    """kubeapi renders the renewals' headers once per credentials: a rotated token (a projected
+    ServiceAccount token is replaced every hour) is sent from the next renewal on."""
+    configuration = client.Configuration(
+        host=server.url, api_key={"BearerToken": "first"}, api_key_prefix={"BearerToken": "Bearer"}
+    )
+    async with client.ApiClient(configuration) as api:
+        kube = kubeapi.Kubernetes(timeout=5, namespace="gpufleet", lease_namespace="host leases")
+        kube.connect(api)
+        renewal = hostlease.renewal(holder=hostlease.FACADE_HOLDER, duration_seconds=40)
+        try:
+            await kube.patch_lease("h1", renewal)
+            configuration.api_key["BearerToken"] = "second"
+            await kube.patch_lease("h1", renewal)
+        finally:
+            kube.close()
+    first, second = server.requests
+    assert first.startswith(b"PATCH /apis/coordination.k8s.io/v1/namespaces/host%20leases/leases/h1 HTTP/1.1\r\n")
+    assert b"\r\nauthorization: Bearer first\r\n" in first and b"Bearer second" not in first
+    assert b"\r\nauthorization: Bearer second\r\n" in second and b"Bearer first" not in second
+    assert json.loads(second.split(b"\r\n\r\n", 1)[1]) == renewal

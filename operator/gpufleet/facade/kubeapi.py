@@ -25,10 +25,12 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 import yarl
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client import exceptions
 
+from gpufleet import informer
 from gpufleet.api import gpu, host, hostlease, meta
 from gpufleet.facade import errors, http1
 
@@ -86,6 +88,9 @@ class Kubernetes:
         self._audience_warned: float | None = None
         self._api: client.ApiClient | None = None
         self._renewals: http1.Pool | None = None
+        self._lease_path = hostlease.path(urllib.parse.quote(lease_namespace, safe=""), "")
+        #: The renewals' headers but the user agent, for the credentials they were made with.
+        self._renewal_headers: tuple[dict[str, str], http1.Headers] | None = None
 
     def connect(self, api: client.ApiClient) -> None:
         """Use this API client from now on (the app connects at start-up, once the kubeconfig is read)."""
@@ -208,13 +213,24 @@ class Kubernetes:
                     name, self.lease_namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
                 )
             )
-        headers = {**self._api.default_headers, **_LEASE_PATCH_HEADERS, "User-Agent": user_agent()}
-        await self._api.update_params_for_auth(headers, [], ["BearerToken"])
-        data = json.dumps(patch, separators=(",", ":")).encode("utf-8")
-        path = hostlease.path(urllib.parse.quote(self.lease_namespace, safe=""), urllib.parse.quote(name, safe=""))
-        return await self._call(self._renew(path, headers, data))
+        headers = await self._lease_headers(self._api) + http1.Headers({"User-Agent": user_agent()})
+        path = self._lease_path + urllib.parse.quote(name, safe="")
+        return await self._call(self._renew(path, headers, orjson.dumps(patch)))
 
-    async def _renew(self, path: str, headers: dict[str, str], data: bytes) -> Obj:
+    async def _lease_headers(self, api: client.ApiClient) -> http1.Headers:
+        """The renewals' headers but the user agent: rendered again only when the credentials change.
+
+        `update_params_for_auth` is asked every time, as the generated calls do, since it is what
+        refreshes credentials that expire (a projected ServiceAccount token, an exec plugin's).
+        """
+        credentials: dict[str, str] = {}
+        await api.update_params_for_auth(credentials, [], ["BearerToken"])
+        if self._renewal_headers is None or self._renewal_headers[0] != credentials:
+            rendered = http1.Headers({**api.default_headers, **_LEASE_PATCH_HEADERS, **credentials})
+            self._renewal_headers = (credentials, rendered)
+        return self._renewal_headers[1]
+
+    async def _renew(self, path: str, headers: http1.Headers, data: bytes) -> Obj:
         assert self._renewals is not None
         response = await self._renewals.request("PATCH", path, headers, data)
         return _object_or_raise(response.status, response.reason, response.body)
@@ -328,7 +344,7 @@ def _object_or_raise(status: int, reason: str | None, body: bytes) -> Obj:
         error = exceptions.ApiException(status=status, reason=reason)
         error.body = body
         raise error
-    result: Obj = json.loads(body)
+    result: Obj = informer.parse_json(body)
     return result
 
 
