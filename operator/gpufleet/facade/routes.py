@@ -462,7 +462,10 @@ _METHODS = ("get", "put", "post", "delete", "patch")
 def add_routes(app: web.Application, document: dict[str, Any]) -> None:
     """Route every operation of the OpenAPI document to its handler: the document is the one
     route table, so a path cannot be served without being documented, nor documented unserved."""
-    for path, item in document["paths"].items():
+    # aiohttp tries the routes under one prefix in the order they were added: the heartbeat,
+    # nearly every request of a fleet, is added first (its path cannot match another route's).
+    paths = sorted(document["paths"].items(), key=lambda entry: not entry[0].endswith("/heartbeat"))
+    for path, item in paths:
         for method in _METHODS:
             if method in item:
                 handler = HANDLERS[item[method]["operationId"]]  # KeyError: an operation without a handler
