@@ -1,6 +1,7 @@
 """The REST facade with 10,000 hosts: list latency from its cache, heartbeat cost and throughput through it.
 
 Usage: python -m benchmarks.facade [--hosts 10000] [--seconds 5] [--concurrency 16] [--rounds 3] [--rate 1000]
+                                   [--facade-from CHECKOUT]
 
 The emulated API, the facade (`gpufleet facade`) and this client run as three processes. It
 prints (a) the latency of `GET /api/v1/hosts?page=N&page_size=20` against the same page obtained
@@ -18,6 +19,10 @@ and share of a core at a fleet's pace rather than flat out (all its CPU over the
 background work included, so the per-heartbeat figure rises as the rate falls), and the answers'
 latency. Targets:
 list >= 20x faster with a median under 5 ms; at most 0.3 ms of facade CPU per heartbeat.
+
+A shared VM's speed can drift by half within an hour, so designs are compared in one session, in turn:
+`--facade-from CHECKOUT` runs the facade from another checkout of this repository (its
+`operator/`, e.g. a `git worktree` of an older commit) against this emulator and client.
 """
 
 from __future__ import annotations
@@ -94,7 +99,9 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100)[98]
 
 
-async def main(count: int, seconds: float, concurrency: int, rounds: int, rate: float) -> None:
+async def main(
+    count: int, seconds: float, concurrency: int, rounds: int, rate: float, facade_from: pathlib.Path | None = None
+) -> None:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="gpufleet-bench-"))
     api_port, facade_port = _support.free_port(), _support.free_port()
     kubeconfig = workdir / "kubeconfig"
@@ -110,6 +117,8 @@ async def main(count: int, seconds: float, concurrency: int, rounds: int, rate: 
         "GPUFLEET_HOST_LEASE_NAMESPACE": hostlease.NAMESPACE,
         "GPUFLEET_LOG_LEVEL": "WARNING",
     }
+    if facade_from is not None:
+        facade_env["PYTHONPATH"] = str(facade_from / "operator")
     connector = {"limit": concurrency}
     with _support.process(emulator):
         async with aiohttp.ClientSession(
@@ -209,6 +218,9 @@ async def measure_heartbeats(
 
     # The first heartbeat of each host creates its Lease and writes its status: not the steady state.
     await asyncio.gather(*(through_facade(i) for i in range(len(agents))))
+    for name, _ in agents:  # a facade from before Leases (--facade-from) created none to renew
+        async with api.post(hostlease.path(hostlease.NAMESPACE), json={"metadata": {"name": name}}) as response:
+            assert response.status in (201, 409), await response.text()
     facade_rates, cpu_ms, direct_rates, counts = [], [], [], []
     for _ in range(rounds):
         await asyncio.sleep(1.0)  # the watch events of what came before reach the facade outside the round
@@ -293,5 +305,17 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=1000.0, help="heartbeats/s of the fleet-pace measurement")
+    parser.add_argument(
+        "--facade-from", type=pathlib.Path, help="run the facade from this checkout's operator/ (compare designs)"
+    )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.hosts, arguments.seconds, arguments.concurrency, arguments.rounds, arguments.rate))
+    asyncio.run(
+        main(
+            arguments.hosts,
+            arguments.seconds,
+            arguments.concurrency,
+            arguments.rounds,
+            arguments.rate,
+            arguments.facade_from.resolve() if arguments.facade_from else None,
+        )
+    )
