@@ -48,12 +48,6 @@ class Headers:
     def __add__(self, other: Headers) -> Headers:
         return Headers(_block=self.block + other.block)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Headers) and other.block == self.block
-
-    def __hash__(self) -> int:
-        return hash(self.block)
-
 
 class Response:
     """A whole answer: its status, reason and body."""
