@@ -85,6 +85,13 @@ async def populate(api: aiohttp.ClientSession, count: int, concurrency: int) -> 
     return agents
 
 
+async def create_leases(api: aiohttp.ClientSession, agents: list[tuple[str, str]]) -> None:
+    """The heartbeating hosts' Leases, where the facade has not created them (409 when it has)."""
+    for name, _ in agents:
+        async with api.post(hostlease.path(hostlease.NAMESPACE), json={"metadata": {"name": name}}) as response:
+            assert response.status in (201, 409), await response.text()
+
+
 async def latencies(call: Callable[[int], Awaitable[None]], samples: int, pages: int) -> list[float]:
     timings = []
     for _ in range(samples):
@@ -137,6 +144,8 @@ async def main(
                     f"http://127.0.0.1:{facade_port}", connector=aiohttp.TCPConnector(**connector)
                 ) as facade:
                     await _support.wait_http(facade, "/readyz")
+                    if facade_from is not None:  # it may predate Leases: the direct side needs them to renew
+                        await create_leases(api, agents)
                     rows = await measure(api, facade, agents, count, seconds, concurrency)
                     rows += await measure_heartbeats(
                         api, facade, facade_process.pid, agents, seconds, concurrency, rounds
@@ -218,9 +227,6 @@ async def measure_heartbeats(
 
     # The first heartbeat of each host creates its Lease and writes its status: not the steady state.
     await asyncio.gather(*(through_facade(i) for i in range(len(agents))))
-    for name, _ in agents:  # a facade from before Leases (--facade-from) created none to renew
-        async with api.post(hostlease.path(hostlease.NAMESPACE), json={"metadata": {"name": name}}) as response:
-            assert response.status in (201, 409), await response.text()
     facade_rates, cpu_ms, direct_rates, counts = [], [], [], []
     for _ in range(rounds):
         await asyncio.sleep(1.0)  # the watch events of what came before reach the facade outside the round

@@ -11,8 +11,7 @@ a malformed one) with the envelope (40004) like every other error, not aiohttp's
 
 `gpufleet facade` runs on uvloop where it is installed (it is a dependency on Linux and macOS):
 its event loop and transports in C took 11 to 34% off the CPU of each REST heartbeat in three
-alternating runs, most of whose cost is the loop and the two socket writes (docs/facade.md,
-"Tests and benchmark").
+alternating runs (docs/facade.md, "Tests and benchmark").
 `serve` runs on whatever loop it is given.
 """
 
